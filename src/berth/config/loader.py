@@ -1,0 +1,265 @@
+"""Reading spec files: YAML with positions, every problem at once, Cortex compatibility."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from berth.config.schema import RealtimeAPI
+from berth.errors import ConfigError
+
+SPEC_NAMES = ("berth.yaml", "berth.yml", "cortex.yaml", "cortex.yml")
+
+# Cortex fields that only meant something on AWS or in Docker: accepted, reported, dropped.
+IGNORED_FIELDS: dict[tuple[str, ...], str] = {
+    ("predictor", "image"): "replicas run in local processes, not container images",
+    ("predictor", "tensorflow_serving_image"): "replicas run in local processes",
+    ("predictor", "shm_size"): "processes share the host's /dev/shm",
+    ("compute", "inf"): "Inferentia chips are not supported",
+    ("networking", "api_gateway"): "the gateway is berth's own",
+    ("networking", "local_port"): "every API is served by the gateway's port",
+    ("node_groups",): "there are no node groups locally",
+}
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    """A validated spec file: its APIs, where it lives, and what was ignored in it."""
+
+    path: Path
+    apis: tuple[RealtimeAPI, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+def find_spec(target: Path) -> Path:
+    """The spec file for a path that is a spec file or a folder holding one."""
+    if target.is_file():
+        return target
+    if target.is_dir():
+        for name in SPEC_NAMES:
+            candidate = target / name
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(
+            [f"{target}: no berth.yaml (or cortex.yaml) in this folder"],
+            hint="create one (see the README's spec reference) or pass the spec file's path",
+        )
+    raise ConfigError([f"{target}: no such file or folder"])
+
+
+def load_spec(target: Path | str = ".") -> SpecFile:
+    spec_path = find_spec(Path(target)).resolve()
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{spec_path}: cannot read the file: {exc}"]) from exc
+    return parse_spec_text(text, spec_path, check_files=True)
+
+
+def parse_spec_text(text: str, spec_path: Path, check_files: bool = False) -> SpecFile:
+    label = spec_path.name
+    data, marks = _compose(text, label)
+    items, problems = _api_items(data, marks, label)
+    warnings: list[str] = []
+    apis: list[RealtimeAPI] = []
+    for index, item in items:
+        _drop_ignored(item, (index,), marks, label, warnings)
+        try:
+            api = RealtimeAPI.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(_describe(exc, (index,), marks, label))
+            continue
+        if check_files:
+            problems.extend(_check_predictor(api, spec_path.parent, (index,), marks, label))
+        apis.append(api)
+    problems.extend(_duplicates(apis, items, marks, label))
+    if problems:
+        raise ConfigError(problems, hint=f"fix {label} and run the command again; nothing was changed")
+    return SpecFile(path=spec_path, apis=tuple(apis), warnings=tuple(warnings))
+
+
+def _compose(text: str, label: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{label}: invalid YAML: {exc}"]) from exc
+    finally:
+        loader.dispose()
+    marks: dict[Path_, tuple[int, int]] = {}
+    if node is not None:
+        _collect_marks(node, (), marks)
+    return data, marks
+
+
+def _collect_marks(node: yaml.Node, path: Path_, marks: dict[Path_, tuple[int, int]]) -> None:
+    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, str(key.value))
+            marks[child] = (key.start_mark.line + 1, key.start_mark.column + 1)
+            _collect_marks(value, child, marks)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, value in enumerate(node.value):
+            _collect_marks(value, (*path, index), marks)
+
+
+def _where(label: str, marks: dict[Path_, tuple[int, int]], path: Path_) -> str:
+    for end in range(len(path), -1, -1):
+        mark = marks.get(path[:end])
+        if mark:
+            return f"{label}:{mark[0]}:{mark[1]}"
+    return label
+
+
+def _api_items(
+    data: Any, marks: dict[Path_, tuple[int, int]], label: str
+) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    if data is None:
+        raise ConfigError([f"{label}: the file is empty; expected a list of APIs"])
+    if isinstance(data, dict):
+        data = [data]  # a single API without the list dash is unambiguous
+    if not isinstance(data, list):
+        raise ConfigError([f"{label}:1:1: expected a list of APIs (got {type(data).__name__})"])
+    items: list[tuple[int, dict[str, Any]]] = []
+    problems: list[str] = []
+    for index, item in enumerate(data):
+        if isinstance(item, dict):
+            items.append((index, item))
+        else:
+            where = _where(label, marks, (index,))
+            problems.append(f"{where}: expected an API (a mapping with name, kind, predictor...)")
+    return items, problems
+
+
+def _drop_ignored(
+    item: dict[str, Any],
+    prefix: Path_,
+    marks: dict[Path_, tuple[int, int]],
+    label: str,
+    warnings: list[str],
+) -> None:
+    for path, why in IGNORED_FIELDS.items():
+        parent: Any = item
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent:
+            del parent[path[-1]]
+            dotted = ".".join(path)
+            warnings.append(f"{_where(label, marks, (*prefix, *path))}: {dotted}: ignored locally ({why})")
+
+
+def _describe(
+    exc: ValidationError, prefix: Path_, marks: dict[Path_, tuple[int, int]], label: str
+) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        where = _where(label, marks, (*prefix, *loc))
+        dotted = ".".join(str(part) for part in loc) or "api"
+        problems.append(f"{where}: {dotted}: {_message(error, loc)}")
+    return problems
+
+
+def _message(error: Any, loc: Path_) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        known = _fields_at(RealtimeAPI, loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        tail = f"did you mean '{guess[0]}'?" if guess else f"expected one of: {', '.join(known)}"
+        return f"unknown field ({tail})"
+    if kind == "missing":
+        return "required field is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    if kind != "value_error" and isinstance(value, str | int | float | bool):
+        message += f" (got {value!r})"
+    return message
+
+
+def _fields_at(model: type[BaseModel], loc: Path_) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return []
+        current = _model_in(info.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return annotation
+
+
+def _check_predictor(
+    api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_, tuple[int, int]], label: str
+) -> list[str]:
+    where = _where(label, marks, (*prefix, "predictor", "path"))
+    path = (root / api.predictor.path).resolve()
+    if not path.is_file():
+        return [
+            f"{where}: predictor.path: file not found: {path} "
+            f"(paths are relative to the folder holding {label})"
+        ]
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        return [f"{path}:{exc.lineno}:{exc.offset}: syntax error in the predictor: {exc.msg}"]
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{where}: predictor.path: cannot read {path}: {exc}"]
+    classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+    if "PythonPredictor" not in classes:
+        found = ", ".join(classes) if classes else "none"
+        return [f"{where}: predictor.path: {path.name} defines no class PythonPredictor (classes found: {found})"]
+    return []
+
+
+def _duplicates(
+    apis: list[RealtimeAPI],
+    items: list[tuple[int, dict[str, Any]]],
+    marks: dict[Path_, tuple[int, int]],
+    label: str,
+) -> list[str]:
+    problems: list[str] = []
+    seen_names: dict[str, str] = {}
+    seen_endpoints: dict[str, str] = {}
+    positions = {item.get("name"): index for index, item in items}
+    for api in apis:
+        where = _where(label, marks, (positions.get(api.name, 0), "name"))
+        if api.name in seen_names:
+            problems.append(f"{where}: name: API {api.name!r} is defined twice in this file")
+        elif api.endpoint in seen_endpoints:
+            problems.append(
+                f"{where}: networking.endpoint: {api.endpoint} is also the endpoint of "
+                f"{seen_endpoints[api.endpoint]!r}; give each API its own endpoint"
+            )
+        seen_names[api.name] = api.endpoint
+        seen_endpoints.setdefault(api.endpoint, api.name)
+    return problems

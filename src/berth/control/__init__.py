@@ -1,0 +1,1 @@
+"""The control plane daemon: store, supervisor, reconciler, management API."""

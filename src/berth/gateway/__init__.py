@@ -1,0 +1,1 @@
+"""The gateway: an asyncio reverse proxy in front of every replica process."""

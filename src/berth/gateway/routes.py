@@ -1,0 +1,130 @@
+"""Routing state: which endpoint belongs to which API, and its pool of replica process endpoints."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from berth.core.balancing import admits, least_in_flight
+from berth.observability.stats import APIGauge, APIStats
+
+if TYPE_CHECKING:
+    from berth.gateway.upstream import UpstreamConnection
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (replica, process) endpoint as the control plane announces it."""
+
+    replica_id: str
+    socket_path: str
+
+
+class Upstream:
+    """A replica process the gateway sends to, with its idle keep-alive connections."""
+
+    __slots__ = ("target", "in_flight", "idle", "retired")
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.in_flight = 0
+        self.idle: deque[UpstreamConnection] = deque()
+        self.retired = False
+
+    def take_idle(self) -> UpstreamConnection | None:
+        while self.idle:
+            connection = self.idle.pop()
+            if connection.usable:
+                return connection
+        return None
+
+    def release(self, connection: UpstreamConnection) -> None:
+        if self.retired:
+            connection.close()
+        else:
+            self.idle.append(connection)
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class Route:
+    """An API as the gateway sees it."""
+
+    def __init__(self, api: str, endpoint: str, max_replica_concurrency: int) -> None:
+        self.api = api
+        self.endpoint = endpoint
+        self.max_replica_concurrency = max_replica_concurrency
+        self.upstreams: list[Upstream] = []
+        self.ready_replicas = 0
+        self.in_flight = 0
+        self.stats = APIStats()
+        self._next = 0
+
+    def pick(self, exclude: Iterable[Upstream] = ()) -> Upstream | None:
+        candidates = [u for u in self.upstreams if u not in exclude] if exclude else self.upstreams
+        index = least_in_flight([u.in_flight for u in candidates], self._next)
+        self._next += 1
+        return candidates[index] if index >= 0 else None
+
+    def admits(self) -> bool:
+        return admits(self.in_flight, self.ready_replicas, self.max_replica_concurrency)
+
+    def set_targets(self, targets: Iterable[Target]) -> list[Upstream]:
+        """Replace the pool; returns the upstreams that left it (they finish what they hold)."""
+        wanted = list(dict.fromkeys(targets))
+        current = {u.target: u for u in self.upstreams}
+        self.upstreams = [current.get(t) or Upstream(t) for t in wanted]
+        self.ready_replicas = len({t.replica_id for t in wanted})
+        kept = set(wanted)
+        removed = [u for t, u in current.items() if t not in kept]
+        for upstream in removed:
+            upstream.retired = True
+            upstream.close_idle()
+        return removed
+
+    def gauge(self) -> APIGauge:
+        return APIGauge(api=self.api, stats=self.stats, in_flight=self.in_flight,
+                        ready_endpoints=len(self.upstreams))
+
+
+class RoutingTable:
+    def __init__(self) -> None:
+        self.by_endpoint: dict[str, Route] = {}
+        self.by_api: dict[str, Route] = {}
+
+    def upsert(self, api: str, endpoint: str, max_replica_concurrency: int) -> Route:
+        route = self.by_api.get(api)
+        if route is None:
+            route = Route(api, endpoint, max_replica_concurrency)
+            self.by_api[api] = route
+        elif route.endpoint != endpoint:
+            self.by_endpoint.pop(route.endpoint, None)
+            route.endpoint = endpoint
+        route.max_replica_concurrency = max_replica_concurrency
+        self.by_endpoint[endpoint] = route
+        return route
+
+    def remove(self, api: str) -> Route | None:
+        route = self.by_api.pop(api, None)
+        if route is not None:
+            self.by_endpoint.pop(route.endpoint, None)
+            route.set_targets(())
+        return route
+
+    def resolve(self, path: str) -> tuple[Route | None, str]:
+        """The route for a request path and the path the replica sees (`/` for the predict call)."""
+        route = self.by_endpoint.get(path)
+        if route is not None:
+            return route, "/"
+        prefix = path
+        while True:
+            prefix = prefix.rpartition("/")[0]
+            if not prefix:
+                return None, path
+            route = self.by_endpoint.get(prefix)
+            if route is not None:
+                return route, path[len(prefix):] or "/"

@@ -1,0 +1,1 @@
+"""The replica: the only code that imports the user's predictor."""

@@ -1,0 +1,5 @@
+import sys
+
+from berth.runtime.server import main
+
+sys.exit(main())

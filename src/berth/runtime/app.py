@@ -1,0 +1,241 @@
+"""The replica's ASGI app: the predict route on a lean path, everything else through Starlette."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from berth.config.schema import RealtimeAPI
+from berth.runtime import predictor as loader
+from berth.runtime.payload import PayloadError, parse_payload
+from berth.runtime.response import SerialisationError, encode, error_body
+
+log = logging.getLogger("berth.replica")
+
+INFO_MESSAGE = "make a prediction by sending a post request to this endpoint with a json payload"
+JSON = b"application/json"
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    api: RealtimeAPI
+    project: Path
+    replica_id: str = "local"
+    process_index: int = 0
+
+    @property
+    def predictor_path(self) -> Path:
+        return (self.project / self.api.predictor.path).resolve()
+
+    @property
+    def python_path(self) -> Path:
+        return (self.project / (self.api.predictor.python_path or ".")).resolve()
+
+
+class ReplicaMetrics:
+    def __init__(self, api: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"api_name": api}
+        self.in_flight = Gauge("berth_replica_in_flight_requests", "Requests being handled",
+                               list(labels), registry=self.registry).labels(**labels)
+        requests = Counter("berth_replica_requests", "Predict requests by status class",
+                           ["api_name", "code"], registry=self.registry)
+        self.by_class = {code: requests.labels(api_name=api, code=code) for code in ("2XX", "4XX", "5XX")}
+        self.latency = Histogram("berth_replica_request_seconds", "Predict latency", list(labels),
+                                 registry=self.registry).labels(**labels)
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.by_class.get(f"{status // 100}XX", self.by_class["5XX"]).inc()
+        self.latency.observe(seconds)
+
+
+class ReplicaApp:
+    """Constructing stores; the predictor loads when the ASGI lifespan starts."""
+
+    def __init__(self, settings: ReplicaSettings,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        self.settings = settings
+        self.on_fatal = on_fatal
+        self.ready = False
+        self.instance: Any = None
+        self.predict: loader.BoundMethod | None = None
+        self.post_predict: loader.BoundMethod | None = None
+        self.executor = ThreadPoolExecutor(settings.api.predictor.threads_per_process,
+                                           thread_name_prefix="predict")
+        self.metrics = ReplicaMetrics(settings.api.name)
+        self._ids = itertools.count()
+        self._id_prefix = f"{settings.replica_id}-{settings.process_index}-{os.getpid()}"
+        self._loading: asyncio.Task[None] | None = None
+        self._router = Starlette(routes=[
+            Route("/healthz", self._healthz),
+            Route("/readyz", self._readyz),
+            Route("/metrics", self._metrics),
+            Route("/", self._info, methods=["GET"]),
+        ])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
+            await self._handle_predict(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._router(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._loading = asyncio.create_task(self.load())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.executor.shutdown(wait=False)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def load(self) -> None:
+        """Run the user's `__init__` on the request pool, as Cortex did, so thread-bound libraries work."""
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self._load_sync)
+        except BaseException as exc:
+            log.exception("the predictor failed to initialise")
+            if self.on_fatal:
+                self.on_fatal(exc)
+            return
+        self.ready = True
+        log.info("predictor ready in %.2fs", time.perf_counter() - started)
+
+    def _load_sync(self) -> None:
+        settings = self.settings
+        cls = loader.load_class(settings.predictor_path, settings.python_path)
+        self.instance = loader.construct(cls, settings.api.predictor.config)
+        self.predict = loader.bind_predict(self.instance)
+        self.post_predict = loader.bind(self.instance, "post_predict", loader.POST_PREDICT_ARGS)
+
+    async def _handle_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        content_type, request_id = "", ""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
+        request_id = request_id or f"{self._id_prefix}-{next(self._ids)}"
+        self.metrics.in_flight.inc()
+        try:
+            status = await self._predict(scope, receive, send, content_type, request_id)
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.observe(status, time.perf_counter() - started)
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send,
+                       content_type: str, request_id: str) -> int:
+        predict = self.predict
+        if not self.ready or predict is None:
+            return await _send(send, 503, error_body("the predictor is still initialising", request_id),
+                               JSON, request_id)
+        body = await _read_body(receive)
+        values: dict[str, Any] = {"batch_id": None}
+        try:
+            values["payload"] = await parse_payload(content_type, body, scope) if (
+                "payload" in predict.args or self.post_predict) else None
+        except PayloadError as exc:
+            return await _send(send, 400, error_body(str(exc), request_id), JSON, request_id)
+        if "query_params" in predict.args:
+            values["query_params"] = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+        if "headers" in predict.args:
+            values["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            if predict.is_async:
+                result = await predict.call(values)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self.executor, predict.call, values)
+            encoded = encode(result)
+        except SerialisationError as exc:
+            log.error("request %s: %s", request_id, exc)
+            return await _send(send, 500, error_body(str(exc), request_id), JSON, request_id)
+        except Exception:
+            log.exception("request %s: predict raised", request_id)
+            return await _send(send, 500, error_body("internal server error", request_id), JSON, request_id)
+        if isinstance(encoded, Response):
+            encoded.headers["x-request-id"] = request_id
+            await encoded(scope, receive, send)
+            status = encoded.status_code
+        else:
+            status = await _send(send, 200, encoded[0], encoded[1], request_id)
+        self._after(values, result)
+        return status
+
+    def _after(self, values: dict[str, Any], result: Any) -> None:
+        post = self.post_predict
+        if post is None:
+            return
+        args = {"query_params": {}, "headers": {}, **values, "response": result}
+        future = self.executor.submit(post.call, args)
+        future.add_done_callback(_log_post_predict_error)
+
+    async def _healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def _readyz(self, request: Request) -> Response:
+        if self.ready:
+            return PlainTextResponse("ready")
+        return PlainTextResponse("initialising", status_code=503)
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    async def _info(self, request: Request) -> Response:
+        api = self.settings.api
+        info: dict[str, Any] = {"message": INFO_MESSAGE, "api": api.name, "ready": self.ready}
+        if self.predict is not None:
+            info["predict_args"] = sorted(self.predict.args - {"batch_id"})
+        return JSONResponse(info)
+
+
+def _log_post_predict_error(future: Any) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("post_predict raised", exc_info=exc)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body  # type: ignore[no-any-return]
+    chunks = [body]
+    while message.get("more_body"):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes, request_id: str) -> int:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode("latin-1")),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+    return status

@@ -1,0 +1,121 @@
+"""The replica process: `python -m berth.runtime`. Process 0 also starts and watches its siblings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from berth.config.schema import RealtimeAPI
+from berth.runtime.app import ReplicaApp, ReplicaSettings
+
+EXIT_INIT_FAILED = 3
+EXIT_SIBLING_DIED = 4
+
+
+def socket_path(socket_dir: Path, process_index: int) -> Path:
+    return socket_dir / f"proc-{process_index}.sock"
+
+
+class ReplicaServer(uvicorn.Server):
+    """uvicorn's server, forwarding the stop signal to sibling processes so they drain too."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.exit_code = 0
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(sig)
+        super().handle_exit(sig, frame)
+
+    def fail(self, code: int) -> None:
+        self.exit_code = code
+        self.handle_exit(signal.SIGTERM, None)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m berth.runtime")
+    parser.add_argument("--spec", type=Path, required=True, help="the API spec as JSON")
+    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--socket-dir", type=Path, required=True)
+    parser.add_argument("--replica-id", default="local")
+    parser.add_argument("--process-index", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    api = RealtimeAPI.model_validate(json.loads(args.spec.read_text()))
+    logging.basicConfig(
+        level=api.predictor.log_level.upper(), stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s [{args.replica_id}/{args.process_index}] %(message)s",
+    )
+    settings = ReplicaSettings(api=api, project=args.project, replica_id=args.replica_id,
+                               process_index=args.process_index)
+    sock = socket_path(args.socket_dir, args.process_index)
+    sock.unlink(missing_ok=True)
+    holder: list[ReplicaServer] = []
+    app = ReplicaApp(settings, on_fatal=lambda exc: _init_failed(args.socket_dir, exc, holder[0]))
+    config = uvicorn.Config(
+        app, uds=str(sock), loop=_loop(), http="httptools", lifespan="on", log_level="warning",
+        access_log=False, timeout_keep_alive=3600,
+    )
+    server = ReplicaServer(config)
+    holder.append(server)
+    if args.process_index == 0 and api.predictor.processes_per_replica > 1:
+        _start_siblings(server, argv if argv is not None else sys.argv[1:], api.predictor.processes_per_replica)
+    server.run()
+    return server.exit_code
+
+
+def _loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def _init_failed(socket_dir: Path, exc: BaseException, server: ReplicaServer) -> None:
+    # The control plane reads this to show why the API is in error without parsing logs.
+    failure = {"error": f"{type(exc).__name__}: {exc}",
+               "traceback": "".join(traceback.format_exception(exc))}
+    tmp = socket_dir / "failure.json.tmp"
+    tmp.write_text(json.dumps(failure))
+    os.replace(tmp, socket_dir / "failure.json")
+    server.fail(EXIT_INIT_FAILED)
+
+
+def _start_siblings(server: ReplicaServer, argv: list[str], processes: int) -> None:
+    for index in range(1, processes):
+        cmd = [sys.executable, "-m", "berth.runtime", *argv, "--process-index", str(index)]
+        server.children.append(subprocess.Popen(cmd))
+    threading.Thread(target=_watch_siblings, args=(server,), daemon=True).start()
+
+
+def _watch_siblings(server: ReplicaServer) -> None:
+    """A replica is all its processes: when one dies unasked, the whole replica stops and restarts."""
+    while not server.should_exit:
+        for child in server.children:
+            try:
+                code = child.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+            if not server.should_exit:
+                logging.getLogger("berth.replica").error(
+                    "process %s exited with code %s; stopping the replica", child.pid, code)
+                server.fail(EXIT_INIT_FAILED if code == EXIT_INIT_FAILED else EXIT_SIBLING_DIED)
+            return
