@@ -11,7 +11,7 @@ def restart_delay(consecutive_failures: int, base: float = BASE_DELAY, cap: floa
     """Seconds to wait before the next start after `consecutive_failures` crashes in a row."""
     if consecutive_failures <= 0:
         return 0.0
-    return min(cap, base * 2 ** (consecutive_failures - 1))
+    return float(min(cap, base * 2.0 ** (consecutive_failures - 1)))
 
 
 def failures_after_exit(previous: int, ran_for: float, was_ready: bool) -> int:

@@ -8,6 +8,7 @@ keep-alive connection, and forward the response bytes as they arrive.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -48,7 +49,7 @@ class ParsedRequest:
 class Exchange:
     """One request in flight through the gateway."""
 
-    __slots__ = ("route", "upstream", "request_id", "keep_alive", "started", "tried", "data")
+    __slots__ = ("data", "keep_alive", "request_id", "route", "started", "tried", "upstream")
 
     def __init__(self, route: Route, upstream: Upstream, request: ParsedRequest, data: bytes) -> None:
         self.route = route
@@ -226,7 +227,7 @@ class ClientConnection(asyncio.Protocol):
             upstream = exchange.upstream
             try:
                 _, connection = await loop.create_unix_connection(
-                    lambda: UpstreamConnection(upstream.release), upstream.target.socket_path)
+                    functools.partial(UpstreamConnection, upstream.release), upstream.target.socket_path)
             except OSError:
                 # Nothing was sent, so another replica may take it (the only safe retry).
                 exchange.upstream.in_flight -= 1

@@ -25,7 +25,7 @@ class Target:
 class Upstream:
     """A replica process the gateway sends to, with its idle keep-alive connections."""
 
-    __slots__ = ("target", "in_flight", "idle", "retired")
+    __slots__ = ("idle", "in_flight", "retired", "target")
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -21,7 +21,7 @@ class ResponseSink(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """Forwards the replica's response bytes as they come and parses them only to find the end."""
 
-    def __init__(self, on_idle: "IdleCallback") -> None:
+    def __init__(self, on_idle: IdleCallback) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.sink: ResponseSink | None = None

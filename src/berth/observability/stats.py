@@ -10,7 +10,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
-
 @dataclass
 class APIStats:
     """Plain counters: the hot path adds to ints, the exposition reads them when scraped."""

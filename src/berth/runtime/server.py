@@ -91,12 +91,22 @@ def _loop() -> str:
 
 def _init_failed(socket_dir: Path, exc: BaseException, server: ReplicaServer) -> None:
     # The control plane reads this to show why the API is in error without parsing logs.
-    failure = {"error": f"{type(exc).__name__}: {exc}",
-               "traceback": "".join(traceback.format_exception(exc))}
+    failure = {"error": f"{type(exc).__name__}: {exc}", "traceback": user_traceback(exc)}
     tmp = socket_dir / "failure.json.tmp"
     tmp.write_text(json.dumps(failure))
     os.replace(tmp, socket_dir / "failure.json")
     server.fail(EXIT_INIT_FAILED)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame outside berth and the thread pool: the user's code."""
+    internal = (str(Path(__file__).resolve().parent.parent), "concurrent/futures", "asyncio/")
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(internal):
+        tb = tb.tb_next
+    if tb is not None and any(part in tb.tb_frame.f_code.co_filename for part in internal):
+        tb = None  # nothing of the user's on the stack: the message says it all
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _start_siblings(server: ReplicaServer, argv: list[str], processes: int) -> None:

@@ -1,0 +1,67 @@
+"""`berth cluster up|status|down`: the local daemon, managed explicitly."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from berth.cli.context import CLIContext, pass_context
+from berth.control.daemon import DaemonSettings, run
+from berth.control.launcher import daemon_info, stop_daemon
+from berth.errors import DaemonUnavailable
+
+
+@click.group()
+def cluster() -> None:
+    """Start, inspect and stop the local control plane."""
+
+
+@cluster.command()
+@click.option("--foreground", is_flag=True, help="Run in this terminal instead of the background.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Gateway port (default: --port / BERTH_PORT).")
+@click.option("--host", default=None, help="Gateway address (default 127.0.0.1).")
+@pass_context
+def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None) -> None:
+    """Start the daemon (gateway, supervisor, management API)."""
+    obj.port = port or obj.port
+    obj.host = host or obj.host
+    info = daemon_info(obj.paths)
+    if info is not None:
+        obj.console.print(f"berth is already running (pid {info['pid']}, gateway "
+                          f"http://{info['host']}:{info['port']})")
+        return
+    if foreground:
+        obj.err.print(f"berth daemon: gateway http://{obj.host}:{obj.port}, home {obj.home} (Ctrl-C stops it)")
+        run(DaemonSettings(paths=obj.paths, host=obj.host, port=obj.port), os.environ)
+        return
+    obj.ensure_daemon()
+
+
+@cluster.command()
+@click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+@pass_context
+def status(obj: CLIContext, output: str) -> None:
+    """Say whether the daemon runs, and where."""
+    info = daemon_info(obj.paths)
+    if info is None:
+        raise DaemonUnavailable(f"the berth daemon is not running (home {obj.home})",
+                                hint="start it with `berth cluster up`")
+    if output == "json":
+        import json
+
+        click.echo(json.dumps(info, indent=2))
+        return
+    obj.console.print(f"berth {info['version']} running: pid {info['pid']}, gateway "
+                      f"http://{info['host']}:{info['port']}, {info['apis']} API(s), home {info['home']}")
+
+
+@cluster.command()
+@pass_context
+def down(obj: CLIContext) -> None:
+    """Drain every replica and stop the daemon. Deployed APIs come back at the next `cluster up`."""
+    if stop_daemon(obj.paths):
+        obj.console.print("berth daemon stopped")
+    else:
+        obj.console.print("berth daemon was not running")

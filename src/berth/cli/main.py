@@ -1,0 +1,60 @@
+"""The root command group and the only place exceptions become exit codes and messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from berth import __version__
+from berth.cli import cluster, deploy, inspect, operate
+from berth.cli.context import CLIContext
+from berth.errors import BerthError, ConfigError
+
+
+class BerthGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BerthError as exc:
+            _report(exc)
+            raise SystemExit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+
+
+def _report(exc: BerthError) -> None:
+    err = Console(stderr=True, highlight=False)
+    if isinstance(exc, ConfigError) and len(exc.problems) > 1:
+        err.print(f"[red]error:[/red] {len(exc.problems)} problems:")
+        for problem in exc.problems:
+            err.print(f"  {escape(problem)}")
+    else:
+        err.print(f"[red]error:[/red] {escape(exc.message)}")
+    if exc.hint:
+        err.print(f"[dim]{escape(exc.hint)}[/dim]")
+
+
+@click.group(cls=BerthGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(path_type=Path), envvar="BERTH_HOME", default="~/.berth",
+              show_default=True, help="State folder of this berth instance [env: BERTH_HOME].")
+@click.option("--port", type=click.IntRange(1, 65535), envvar="BERTH_PORT", default=8888, show_default=True,
+              help="Gateway port, used when the daemon is started [env: BERTH_PORT].")
+@click.version_option(__version__, prog_name="berth")
+@click.pass_context
+def cli(ctx: click.Context, home: Path, port: int) -> None:
+    """berth: deploy a Python predictor as a scalable, monitored web service."""
+    ctx.obj = CLIContext(home=home.expanduser().resolve(), port=port)
+    ctx.call_on_close(lambda: ctx.obj.client().close())
+
+
+for command in (deploy.deploy, deploy.validate, inspect.get, operate.predict, operate.logs, operate.delete,
+                cluster.cluster):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="berth")

@@ -1,0 +1,62 @@
+"""`berth predict`, `berth logs`, `berth delete`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import httpx
+
+from berth.cli.context import CLIContext, pass_context
+from berth.errors import BerthError
+
+
+@click.command()
+@click.argument("api")
+@click.argument("file", type=click.Path(path_type=Path))
+@pass_context
+def predict(obj: CLIContext, api: str, file: Path) -> None:
+    """POST FILE (JSON) to API's endpoint and print the response."""
+    if not file.is_file():
+        raise BerthError(f"{file}: no such file", hint="pass a JSON file holding the request payload")
+    body = file.read_bytes()
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        raise BerthError(f"{file} is not valid JSON: {exc}") from exc
+    url = obj.client().get_api(api)["url"]
+    try:
+        response = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=300)
+    except httpx.HTTPError as exc:
+        raise BerthError(f"request to {url} failed: {exc}") from exc
+    text = response.text
+    if response.status_code >= 400:
+        raise BerthError(f"{api} answered {response.status_code}: {text}",
+                         hint=f"request id {response.headers.get('x-request-id')}; see `berth logs {api}`")
+    click.echo(text)
+
+
+@click.command()
+@click.argument("api")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.option("--tail", type=int, default=200, show_default=True, help="Lines of past output per replica.")
+@pass_context
+def logs(obj: CLIContext, api: str, follow: bool, tail: int) -> None:
+    """Print the output of API's replicas (prints and tracebacks of the predictor included)."""
+    for chunk in obj.client().logs(api, follow=follow, tail=tail):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+
+@click.command()
+@click.argument("api")
+@pass_context
+def delete(obj: CLIContext, api: str) -> None:
+    """Drain and stop API's replicas and remove it."""
+    result = obj.client().delete(api)
+    if result.get("stopped"):
+        obj.console.print(f"deleted {api}")
+    else:
+        obj.console.print(f"deleted {api}; its replicas are still finishing their requests")

@@ -1,0 +1,74 @@
+"""Formatting for tables: ages, latencies, counts."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "red", "error (out of memory)": "red",
+                "compute unavailable": "red", "ready": "green", "initializing": "yellow",
+                "pending": "yellow", "terminating": "dim", "failed": "red", "killed": "red",
+                "killed_oom": "red"}
+
+
+def age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def latency(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.3g} ms" if ms < 1000 else f"{seconds:.3g} s"
+
+
+def styled(status: str) -> str:
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+def api_table(apis: list[dict[str, Any]], now: float) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("api", "status", "up-to-date", "requested", "last update", "avg request", "2XX", "4XX",
+                   "5XX"):
+        table.add_column(column)
+    for api in apis:
+        metrics = api.get("metrics") or {}
+        table.add_row(
+            api["name"], styled(api["status"]), str(api["up_to_date"]), str(api["requested"]),
+            age(now - api["last_update"]), latency(metrics.get("avg_request_seconds")),
+            str(metrics.get("2XX", 0)), str(metrics.get("4XX", 0)), str(metrics.get("5XX", 0)),
+        )
+    return table
+
+
+def replica_table(replicas: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("replica", "status", "pid", "restarts", "age", "last error"):
+        table.add_column(column)
+    for replica in replicas:
+        table.add_row(replica["id"], styled(replica["status"]), str(replica["pid"] or "-"),
+                      str(replica["restarts"]), age(replica["age"]), _short(replica.get("last_error")))
+    return table
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    line = text.splitlines()[0]
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def curl_example(api: dict[str, Any]) -> str:
+    """A command to paste: the project's sample.json when it ships one, else a placeholder body."""
+    sample = Path(api.get("spec_file") or ".").parent / "sample.json"
+    data = f"@{sample}" if sample.is_file() else json.dumps({"key": "value"})
+    return (f"curl -X POST {api['url']} -H 'Content-Type: application/json' -d {shlex.quote(data)}")

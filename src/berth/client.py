@@ -1,0 +1,117 @@
+"""The Python client of the control plane; the CLI is one of its users.
+
+    from berth.client import Client
+    from berth.config import load_spec
+    client = Client.for_home(Path("~/.berth").expanduser())
+    client.deploy(load_spec("examples/hello"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from berth.config.loader import SpecFile
+from berth.control.paths import Paths
+from berth.errors import BerthError, ConfigError, Conflict, DaemonUnavailable, NotFound
+
+ERRORS: dict[str, type[BerthError]] = {"NotFound": NotFound, "Conflict": Conflict}
+DEFAULT_TIMEOUT = 120.0
+
+
+class Client:
+    def __init__(self, paths: Paths, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.paths = paths
+        self.timeout = timeout
+        self._http: httpx.Client | None = None
+
+    @classmethod
+    def for_home(cls, home: Path) -> Client:
+        return cls(Paths(home))
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            transport = httpx.HTTPTransport(uds=str(self.paths.socket))
+            self._http = httpx.Client(transport=transport, base_url="http://berth", timeout=self.timeout)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- calls --------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/info")  # type: ignore[no-any-return]
+
+    def list_apis(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/apis")  # type: ignore[no-any-return]
+
+    def get_api(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/apis/{name}")  # type: ignore[no-any-return]
+
+    def deploy(self, spec: SpecFile, force: bool = False) -> list[dict[str, Any]]:
+        body = {"spec_file": str(spec.path), "force": force,
+                "apis": [api.model_dump(mode="json") for api in spec.apis]}
+        return self._call("POST", "/v1/apis", json=body)  # type: ignore[no-any-return]
+
+    def delete(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/apis/{name}")  # type: ignore[no-any-return]
+
+    def shutdown(self) -> None:
+        self._call("POST", "/v1/shutdown")
+
+    def logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[str]:
+        params = {"follow": "1" if follow else "0", "tail": str(tail)}
+        try:
+            with self.http.stream("GET", f"/v1/apis/{name}/logs", params=params,
+                                  timeout=None if follow else self.timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                yield from response.iter_text()
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+            raise self._unavailable(exc) from exc
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+            raise self._unavailable(exc) from exc
+        except httpx.TimeoutException as exc:
+            raise DaemonUnavailable(f"the berth daemon did not answer within {self.timeout:g}s",
+                                    hint=f"see its log: {self.paths.daemon_log}") from exc
+        if response.status_code >= 400:
+            _raise_for(response)
+        return response.json()
+
+    def _unavailable(self, exc: Exception) -> DaemonUnavailable:
+        if self.paths.socket.exists():
+            return DaemonUnavailable(
+                f"the berth daemon is not answering on {self.paths.socket} (stale socket: {exc})",
+                hint="start it again with `berth cluster up`; its last log is in " + str(self.paths.daemon_log))
+        return DaemonUnavailable(
+            f"the berth daemon is not running (home {self.paths.home})",
+            hint="start it with `berth cluster up`, or run `berth deploy`, which starts it")
+
+
+def _raise_for(response: httpx.Response) -> None:
+    try:
+        body = response.json()
+    except ValueError:
+        raise BerthError(f"the daemon answered {response.status_code}: {response.text[:500]}") from None
+    kind = body.get("kind", "")
+    if kind == "ConfigError":
+        raise ConfigError(body.get("problems") or [body.get("error", "")], hint=body.get("hint"))
+    raise ERRORS.get(kind, BerthError)(body.get("error", "unknown error"), hint=body.get("hint"))

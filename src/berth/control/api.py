@@ -1,0 +1,122 @@
+"""The management API on a unix socket (owner-only): what the CLI and `berth.client` talk to."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from berth import __version__
+from berth.control import logs, views
+from berth.control.deploy import Deployer
+from berth.control.paths import Paths
+from berth.control.reconciler import Reconciler
+from berth.control.store import Store
+from berth.errors import BerthError, ConfigError, Conflict, NotFound
+
+STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409}
+DELETE_TIMEOUT = 90.0
+
+
+class ManagementAPI:
+    def __init__(self, store: Store, reconciler: Reconciler, deployer: Deployer, paths: Paths,
+                 info: Callable[[], dict[str, Any]], shutdown: Callable[[], None],
+                 clock: Callable[[], float]) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.deployer = deployer
+        self.paths = paths
+        self.info = info
+        self.shutdown = shutdown
+        self.clock = clock
+        self.app = Starlette(
+            routes=[
+                Route("/v1/info", self.get_info),
+                Route("/v1/shutdown", self.post_shutdown, methods=["POST"]),
+                Route("/v1/apis", self.list_apis),
+                Route("/v1/apis", self.deploy, methods=["POST"]),
+                Route("/v1/apis/{name}", self.get_api),
+                Route("/v1/apis/{name}", self.delete_api, methods=["DELETE"]),
+                Route("/v1/apis/{name}/logs", self.get_logs),
+            ],
+            exception_handlers={BerthError: self._error},
+        )
+
+    @property
+    def gateway_url(self) -> str:
+        info = self.info()
+        return f"http://{info['host']}:{info['port']}"
+
+    async def _error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BerthError)
+        status = next((code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 500)
+        body: dict[str, Any] = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
+        if isinstance(exc, ConfigError):
+            body["problems"] = exc.problems
+        return JSONResponse(body, status_code=status)
+
+    async def get_info(self, request: Request) -> Response:
+        return JSONResponse({**self.info(), "version": __version__, "apis": len(self.reconciler.apis)})
+
+    async def post_shutdown(self, request: Request) -> Response:
+        self.shutdown()
+        return JSONResponse({"stopping": True})
+
+    async def list_apis(self, request: Request) -> Response:
+        url = self.gateway_url
+        return JSONResponse([views.summary(api, self.reconciler, url) for api in self._apis()])
+
+    async def get_api(self, request: Request) -> Response:
+        api = self._api(request.path_params["name"])
+        return JSONResponse(views.detail(api, self.reconciler, self.store, self.gateway_url, self.clock()))
+
+    async def deploy(self, request: Request) -> Response:
+        body = await request.json()
+        results = await self.deployer.deploy(body["spec_file"], body["apis"], bool(body.get("force")))
+        return JSONResponse([{"api": r.api, "action": r.action, "version": r.version, "message": r.message}
+                             for r in results])
+
+    async def delete_api(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self._api(name)
+        await self.deployer.delete(name)
+        gone = await self.reconciler.wait_for(lambda: name not in self.reconciler.apis, DELETE_TIMEOUT)
+        return JSONResponse({"api": name, "deleted": True, "stopped": gone})
+
+    async def get_logs(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        folder = self.paths.logs / name
+        if name not in self.reconciler.apis and not folder.is_dir():
+            raise NotFound(f"no API named {name!r}", hint="see `berth get` for the deployed APIs")
+        tail = int(request.query_params.get("tail", "200"))
+        follow = request.query_params.get("follow") in ("1", "true")
+        live = {r.id for r in self.reconciler.replicas_of(name)}
+        return StreamingResponse(self._log_stream(folder, live, tail, follow, name),
+                                 media_type="text/plain; charset=utf-8")
+
+    async def _log_stream(self, folder: Path, live: set[str], tail: int, follow: bool,
+                          name: str) -> AsyncIterator[bytes]:
+        reader = logs.LogReader(folder, live)
+        for chunk in reader.initial(tail):
+            yield chunk
+        while follow and (name in self.reconciler.apis):
+            await asyncio.sleep(0.25)
+            reader.live = {r.id for r in self.reconciler.replicas_of(name)}
+            for chunk in reader.poll():
+                yield chunk
+
+    def _apis(self) -> list[Any]:
+        return sorted(self.reconciler.apis.values(), key=lambda api: api.name)
+
+    def _api(self, name: str) -> Any:
+        api = self.reconciler.apis.get(name)
+        if api is None:
+            known = ", ".join(sorted(self.reconciler.apis)) or "none"
+            raise NotFound(f"no API named {name!r} (deployed: {known})")
+        return api

@@ -1,0 +1,114 @@
+"""Deploys: validate, snapshot, decide create/update/up-to-date for every API, then apply them all."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from berth.config.schema import RealtimeAPI
+from berth.control.paths import Paths
+from berth.control.reconciler import DeployedAPI, Reconciler
+from berth.control.snapshot import snapshot
+from berth.control.store import APIRecord, Store
+from berth.errors import ConfigError, Conflict
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    api: str
+    action: str  # creating | updating | up to date
+    version: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.api} is up to date" if self.action == "up to date" else f"{self.action} {self.api}"
+
+
+def version_id(api: RealtimeAPI, project_digest: str) -> str:
+    """Cortex's PredictorID: what the replicas run. Autoscaling or networking changes keep it."""
+    material = json.dumps({"predictor": api.predictor.model_dump(mode="json"),
+                           "compute": api.compute.model_dump(mode="json"),
+                           "project": project_digest}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:10]
+
+
+class Deployer:
+    def __init__(self, store: Store, reconciler: Reconciler, paths: Paths, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.paths = paths
+        self.clock = clock
+        self._lock = asyncio.Lock()  # deploys (and deletes) of any API happen one at a time
+
+    async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]], force: bool) -> list[DeployResult]:
+        apis = _validate(raw_apis, spec_file)
+        spec_path = Path(spec_file)
+        async with self._lock:
+            self._check_endpoints(apis)
+            digest, project = await asyncio.to_thread(
+                snapshot, spec_path.parent, spec_path, self.paths.snapshots)
+            decisions = [self._decide(api, digest, force) for api in apis]
+            now = self.clock()
+            for api, result in zip(apis, decisions, strict=True):
+                if result.action != "up to date":
+                    self._apply(api, result, digest, project, spec_file, now)
+        return decisions
+
+    async def delete(self, name: str) -> None:
+        async with self._lock:
+            self.store.delete_api(name)
+            self.reconciler.remove(name)
+
+    def _check_endpoints(self, apis: Sequence[RealtimeAPI]) -> None:
+        taken = {record.endpoint: record.name for record in self.store.list_apis()}
+        problems = [
+            f"endpoint {api.endpoint} of {api.name!r} is already used by API {taken[api.endpoint]!r}"
+            for api in apis if taken.get(api.endpoint, api.name) != api.name
+        ]
+        if problems:
+            raise Conflict("\n".join(problems),
+                           hint="set networking.endpoint to another path, or delete the other API first")
+
+    def _decide(self, api: RealtimeAPI, digest: str, force: bool) -> DeployResult:
+        version = version_id(api, digest)
+        existing = self.store.get_api(api.name)
+        if existing is None:
+            return DeployResult(api.name, "creating", version)
+        if existing.version == version and existing.spec == api.model_dump(mode="json"):
+            return DeployResult(api.name, "up to date", version)
+        if existing.version != version and self.reconciler.is_updating(api.name) and not force:
+            raise Conflict(f"{api.name} is updating (override with --force)",
+                           hint=f"wait for `berth get {api.name}` to show live, or deploy with --force")
+        return DeployResult(api.name, "updating", version)
+
+    def _apply(self, api: RealtimeAPI, result: DeployResult, digest: str, project: Path,
+               spec_file: str, now: float) -> None:
+        existing = self.store.get_api(api.name)
+        record = APIRecord(
+            name=api.name, endpoint=api.endpoint, spec=api.model_dump(mode="json"), version=result.version,
+            snapshot=digest, spec_file=spec_file, created_at=existing.created_at if existing else now,
+            updated_at=now,
+        )
+        self.store.put_api(record)
+        self.store.add_event(api.name, "deploy", f"{result.message} (version {result.version})", now)
+        self.reconciler.put(DeployedAPI(record, api, project))
+
+
+def _validate(raw_apis: Sequence[dict[str, Any]], spec_file: str) -> list[RealtimeAPI]:
+    apis: list[RealtimeAPI] = []
+    problems: list[str] = []
+    for raw in raw_apis:
+        try:
+            apis.append(RealtimeAPI.model_validate(raw))
+        except ValidationError as exc:
+            problems.extend(f"{spec_file}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    if problems:
+        raise ConfigError(problems)
+    return apis

@@ -1,0 +1,118 @@
+"""Starting and stopping the daemon as a background process, race-free across CLI invocations."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from berth.control.paths import Paths
+from berth.errors import DaemonStartError
+
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Started:
+    info: dict[str, Any]
+    started: bool  # False when a daemon was already running
+
+
+def daemon_info(paths: Paths) -> dict[str, Any] | None:
+    """The running daemon's info, or None when nothing answers on the socket."""
+    if not paths.socket.exists():
+        return None
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(paths.socket)), timeout=5.0) as http:
+            response = http.get("http://berth/v1/info")
+    except (httpx.HTTPError, OSError):
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+@contextmanager
+def _spawn_lock(paths: Paths) -> Iterator[None]:
+    """Two `berth deploy` at once must start one daemon, not two."""
+    paths.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with paths.spawn_lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_daemon(paths: Paths, host: str, port: int, timeout: float = START_TIMEOUT) -> Started:
+    info = daemon_info(paths)
+    if info is not None:
+        return Started(info, started=False)
+    with _spawn_lock(paths):
+        info = daemon_info(paths)
+        if info is not None:
+            return Started(info, started=False)
+        return Started(_spawn(paths, host, port, timeout), started=True)
+
+
+def _spawn(paths: Paths, host: str, port: int, timeout: float) -> dict[str, Any]:
+    log_start = paths.daemon_log.stat().st_size if paths.daemon_log.exists() else 0
+    with paths.daemon_log.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "berth.control", "--home", str(paths.home), "--host", host,
+             "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            message, hint = _startup_error(paths, log_start, code)
+            raise DaemonStartError(message, hint=hint or f"the daemon's log is {paths.daemon_log}")
+        info = daemon_info(paths)
+        if info is not None:
+            return info
+        time.sleep(0.02)
+    process.terminate()
+    raise DaemonStartError(f"the berth daemon did not come up within {timeout:g}s",
+                           hint=f"see its log: {paths.daemon_log}")
+
+
+def _startup_error(paths: Paths, offset: int, code: int) -> tuple[str, str | None]:
+    with paths.daemon_log.open("rb") as log:
+        log.seek(offset)
+        lines = log.read().decode("utf-8", "replace").splitlines()
+    found = {key: line.split(": ", 2)[2] for line in lines for key in ("error", "hint")
+             if line.startswith(f"berth daemon: {key}: ")}
+    if "error" in found:
+        return found["error"], found.get("hint")
+    tail = f": {lines[-1]}" if lines else ""
+    return f"the berth daemon exited with code {code} while starting{tail}", None
+
+
+def stop_daemon(paths: Paths, timeout: float = 90.0) -> bool:
+    """Ask the daemon to drain and stop; True when it was running."""
+    info = daemon_info(paths)
+    if info is None:
+        return False
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(paths.socket)), timeout=10.0) as http:
+        http.post("http://berth/v1/shutdown")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and daemon_info(paths) is not None:
+        time.sleep(0.05)
+    _wait_pid_gone(int(info["pid"]), deadline)
+    return True
+
+
+def _wait_pid_gone(pid: int, deadline: float) -> None:
+    import psutil
+
+    try:
+        psutil.Process(pid).wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        return

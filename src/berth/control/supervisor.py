@@ -1,0 +1,166 @@
+"""Replica processes: start, probe, stop. Decisions about *which* replicas live elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from berth.core.reconcile import ReplicaFacts
+from berth.core.status import ReplicaState
+from berth.runtime.server import EXIT_INIT_FAILED, socket_path
+
+PROBE_TIMEOUT = 1.0
+
+
+@dataclass
+class Replica:
+    """One supervised replica: `processes` server processes sharing a socket folder."""
+
+    id: str
+    api: str
+    version: str
+    socket_dir: Path
+    log_path: Path
+    processes: int
+    created_at: float
+    state: ReplicaState = ReplicaState.PENDING
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    ready_at: float | None = None
+    stop_requested_at: float | None = None
+    signalled_at: float | None = None
+    failures: int = 0
+    restarts: int = 0
+    next_start: float = 0.0
+    exit_code: int | None = None
+    last_error: str | None = None
+    last_traceback: str | None = None
+    pid_started: float | None = field(default=None)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    @property
+    def sockets(self) -> list[str]:
+        return [str(socket_path(self.socket_dir, index)) for index in range(self.processes)]
+
+    def facts(self) -> ReplicaFacts:
+        return ReplicaFacts(id=self.id, version=self.version, state=self.state,
+                            created_at=self.created_at, next_start=self.next_start)
+
+
+class Supervisor:
+    """Starts replica processes with their log files, probes readiness, signals them to stop."""
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+
+    def spawn(self, replica: Replica, spec: Mapping[str, object], project: Path,
+              env: Mapping[str, str], now: float) -> None:
+        replica.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (replica.socket_dir / "failure.json").unlink(missing_ok=True)
+        spec_path = replica.socket_dir / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        replica.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with replica.log_path.open("ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+            log.write(f"--- {stamp} berth: starting replica {replica.id} "
+                      f"(start {replica.restarts + 1}) ---\n".encode())
+            log.flush()
+            replica.popen = subprocess.Popen(
+                [self.python, "-m", "berth.runtime", "--spec", str(spec_path), "--project", str(project),
+                 "--socket-dir", str(replica.socket_dir), "--replica-id", replica.id],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=project,
+                env=dict(env), start_new_session=True,  # a Ctrl-C on the daemon must not kill replicas
+            )
+        replica.state = ReplicaState.INITIALIZING
+        replica.started_at = now
+        replica.ready_at = None
+        replica.exit_code = None
+        replica.stop_requested_at = None
+        replica.signalled_at = None
+
+    def poll_exit(self, replica: Replica) -> int | None:
+        if replica.popen is None:
+            return None
+        return replica.popen.poll()
+
+    def read_failure(self, replica: Replica) -> tuple[str, str] | None:
+        """The error the runtime recorded when `__init__` failed, if it did."""
+        path = replica.socket_dir / "failure.json"
+        try:
+            failure = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return str(failure.get("error", "")), str(failure.get("traceback", ""))
+
+    async def probe_ready(self, replica: Replica) -> bool:
+        results = await asyncio.gather(*(probe(sock, "/readyz") for sock in replica.sockets))
+        return all(status == 200 for status in results)
+
+    def terminate(self, replica: Replica, now: float) -> None:
+        """SIGTERM: uvicorn stops accepting and finishes the requests it holds."""
+        replica.signalled_at = now
+        self._signal(replica, signal.SIGTERM)
+
+    def kill(self, replica: Replica) -> None:
+        self._signal(replica, signal.SIGKILL)
+
+    def _signal(self, replica: Replica, sig: signal.Signals) -> None:
+        popen = replica.popen
+        if popen is None or popen.poll() is not None:
+            return
+        # The whole session: process 0 and the sibling processes it started.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, sig)
+
+    def kill_group(self, replica: Replica) -> None:
+        """After process 0 has exited: its sibling processes must not outlive it."""
+        if replica.popen is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(replica.popen.pid, signal.SIGKILL)
+
+    def cleanup(self, replica: Replica) -> None:
+        shutil.rmtree(replica.socket_dir, ignore_errors=True)
+
+
+def exit_state(code: int) -> ReplicaState:
+    return ReplicaState.KILLED if code in (-signal.SIGKILL, 128 + signal.SIGKILL) else ReplicaState.FAILED
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == EXIT_INIT_FAILED:
+        return "the predictor failed to initialise"
+    return f"exited with code {code}"
+
+
+async def probe(sock: str, path: str, timeout: float = PROBE_TIMEOUT) -> int:
+    """Status code of a GET over a unix socket, or 0 when nothing answers."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(sock)
+            try:
+                writer.write(f"GET {path} HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n".encode())
+                line = await reader.readline()
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return 0
+    parts = line.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
