@@ -18,8 +18,8 @@ class CLIContext:
     home: Path
     port: int
     host: str = "127.0.0.1"
-    console: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
+    console: Console = field(default_factory=lambda: _console(stderr=False))
+    err: Console = field(default_factory=lambda: _console(stderr=True))
     _client: Client | None = None
 
     @property
@@ -38,6 +38,13 @@ class CLIContext:
             info = started.info
             self.err.print(f"started the berth daemon (pid {info['pid']}, gateway "
                            f"http://{info['host']}:{info['port']}); its log is {self.paths.daemon_log}")
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:  # piped or captured: tables should not be squeezed to 80 columns
+        console = Console(stderr=stderr, highlight=False, width=200)
+    return console
 
 
 pass_context = click.make_pass_decorator(CLIContext)

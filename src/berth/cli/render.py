@@ -35,11 +35,16 @@ def styled(status: str) -> str:
     return f"[{style}]{status}[/{style}]" if style else status
 
 
-def api_table(apis: list[dict[str, Any]], now: float) -> Table:
+def _table(*columns: str) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("api", "status", "up-to-date", "requested", "last update", "avg request", "2XX", "4XX",
-                   "5XX"):
-        table.add_column(column)
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    return table
+
+
+def api_table(apis: list[dict[str, Any]], now: float) -> Table:
+    table = _table("api", "status", "up-to-date", "requested", "last update", "avg request", "2XX", "4XX", "5XX")
+    table.columns[0].min_width = max((len(api["name"]) for api in apis), default=3)
     for api in apis:
         metrics = api.get("metrics") or {}
         table.add_row(
@@ -51,9 +56,7 @@ def api_table(apis: list[dict[str, Any]], now: float) -> Table:
 
 
 def replica_table(replicas: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("replica", "status", "pid", "restarts", "age", "last error"):
-        table.add_column(column)
+    table = _table("replica", "status", "pid", "restarts", "age", "last error")
     for replica in replicas:
         table.add_row(replica["id"], styled(replica["status"]), str(replica["pid"] or "-"),
                       str(replica["restarts"]), age(replica["age"]), _short(replica.get("last_error")))

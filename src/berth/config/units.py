@@ -37,16 +37,21 @@ def parse_duration(value: object) -> float:
     raise ValueError(f"expected a duration such as 10ms, 10s or 5m (got {value!r})")
 
 
+def _number(value: float) -> str:
+    # Never scientific notation: "1e+06s" would not parse back.
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
 def format_duration(seconds: float) -> str:
     if seconds == 0:
         return "0s"
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+        return f"{_number(seconds * 1000)}ms"
     if seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
+        return f"{_number(seconds / 3600)}h"
     if seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
+        return f"{_number(seconds / 60)}m"
+    return f"{_number(seconds)}s"
 
 
 def parse_quantity(value: object) -> float:

@@ -39,11 +39,13 @@ async def parse_payload(content_type: str, body: bytes, scope: Scope) -> Any:
         except (LookupError, UnicodeDecodeError) as exc:
             raise PayloadError(f"the request body is not valid {charset} text: {exc}") from exc
     if kind.startswith("multipart/form") or kind == "application/x-www-form-urlencoded":
-        return await _form(body, scope)
+        return await _form(content_type, body, scope)
     return body
 
 
-async def _form(body: bytes, scope: Scope) -> Any:
+async def _form(content_type: str, body: bytes, scope: Scope) -> Any:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+    scope = {**scope, "headers": [*headers, (b"content-type", content_type.encode("latin-1"))]}
     sent = False
 
     async def receive() -> Message:
