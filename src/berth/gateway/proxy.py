@@ -27,6 +27,9 @@ HOP_BY_HOP = frozenset({
     b"proxy-connection", b"expect", b"content-length", b"x-request-id", b"host",
 })
 MAX_PIPELINED = 64
+# After refusing a body, keep reading (and dropping) what the client still sends for this long, so
+# it reads our 413 instead of a connection reset (nginx's "lingering close").
+LINGER_SECONDS = 2.0
 
 AdminHandler = Callable[[str], tuple[int, bytes, bytes]]
 
@@ -111,8 +114,10 @@ class ClientConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, b"upgrade", "protocol upgrades are not supported")
+            self._close()
         except httptools.HttpParserError as exc:
             self._reject(400, b"bad-request", f"malformed HTTP request: {exc}")
+            self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -171,7 +176,10 @@ class ClientConnection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.rejected or self.closed:
+        if self.rejected:
+            self._close()
+            return
+        if self.closed:
             return
         request = ParsedRequest(
             method=self.parser.get_method(), url=self.url, headers=self.headers,
@@ -316,11 +324,13 @@ class ClientConnection(asyncio.Protocol):
         self._respond(request, 404, message, b"no-such-endpoint")
 
     def _reject(self, status: int, reason: bytes, message: str) -> None:
-        """Refuse a request whose body we will not read: answer, then close the connection."""
+        """Refuse a request whose body we will not keep: answer now, close once the client stops sending."""
+        if self.rejected:
+            return
         self.rejected = True
         request_id = self.request_id or self.gateway.new_request_id()
         self._write(status, _error(message, request_id), b"application/json", request_id, reason, False)
-        self._close()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, self._close)
 
     def _write(self, status: int, body: bytes, content_type: bytes, request_id: bytes,
                reason: bytes | None, keep_alive: bool) -> None:

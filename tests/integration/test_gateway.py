@@ -1,0 +1,205 @@
+"""The gateway in-process: real replica apps on unix sockets, in the test's own event loop."""
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from berth.config.schema import RealtimeAPI
+from berth.gateway.proxy import Gateway, GatewaySettings
+from berth.gateway.routes import RoutingTable, Target
+from berth.runtime.app import ReplicaApp, ReplicaSettings
+
+pytestmark = pytest.mark.anyio
+
+PREDICTOR = """
+import asyncio
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.name = config["name"]
+
+    async def predict(self, payload, query_params):
+        await asyncio.sleep(float(query_params.get("sleep", 0)))
+        return {"replica": self.name, "payload": payload}
+"""
+
+
+class Quiet(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test owns the process's signals
+        pass
+
+
+@asynccontextmanager
+async def replicas(tmp_path: Path, count: int) -> AsyncIterator[list[str]]:
+    (tmp_path / "predictor.py").write_text(textwrap.dedent(PREDICTOR))
+    servers, tasks, sockets = [], [], []
+    for index in range(count):
+        api = RealtimeAPI.model_validate({"name": "t", "kind": "RealtimeAPI", "predictor": {
+            "type": "python", "path": "predictor.py", "config": {"name": f"r{index}"}}})
+        app = ReplicaApp(ReplicaSettings(api=api, project=tmp_path))
+        sock = str(tmp_path / f"r{index}.sock")
+        server = Quiet(uvicorn.Config(app, uds=sock, log_level="warning", lifespan="on"))
+        servers.append(server)
+        tasks.append(asyncio.create_task(server.serve()))
+        sockets.append(sock)
+        while not (server.started and app.ready):
+            await asyncio.sleep(0.01)
+    try:
+        yield sockets
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks)
+
+
+@asynccontextmanager
+async def gateway(max_body_size: int = 1 << 20) -> AsyncIterator[tuple[Gateway, str]]:
+    routes = RoutingTable()
+    admin: Callable[[str], tuple[int, bytes, bytes]] = lambda path: (200, b"ok", b"text/plain")  # noqa: E731
+    gw = Gateway(routes, GatewaySettings(max_body_size=max_body_size), admin)
+    await gw.start("127.0.0.1", 0)
+    assert gw.server is not None
+    port = gw.server.sockets[0].getsockname()[1]
+    try:
+        yield gw, f"http://127.0.0.1:{port}"
+    finally:
+        await gw.stop()
+
+
+def route(gw: Gateway, sockets: list[str], limit: int = 1024) -> None:
+    gw.routes.upsert("t", "/t", limit).set_targets(Target(s.rsplit("/", 1)[-1], s) for s in sockets)
+
+
+async def test_proxies_requests_and_request_ids(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        route(gw, sockets)
+        response = await client.post(f"{url}/t", json={"x": 1}, headers={"x-request-id": "mine"})
+        assert response.json() == {"replica": "r0", "payload": {"x": 1}}
+        assert response.headers["x-request-id"] == "mine"
+        generated = await client.post(f"{url}/t?sleep=0", json=1)
+        assert generated.headers["x-request-id"] and generated.headers["x-request-id"] != "mine"
+        info = await client.get(f"{url}/t")
+        assert info.json()["api"] == "t"
+        assert (await client.get(f"{url}/t/healthz")).text == "ok"
+        stats = gw.routes.by_api["t"].stats
+        assert stats.code_2xx == 4 and gw.routes.by_api["t"].in_flight == 0
+
+
+async def test_unknown_endpoint_is_a_404_listing_endpoints(tmp_path: Path) -> None:
+    async with gateway() as (gw, url), httpx.AsyncClient() as client:
+        gw.routes.upsert("t", "/t", 10)
+        response = await client.post(f"{url}/nope", json={})
+        assert response.status_code == 404
+        assert response.headers["x-berth-reason"] == "no-such-endpoint"
+        assert "/t" in response.json()["error"]
+
+
+async def test_no_ready_replica_is_a_503_with_reason() -> None:
+    async with gateway() as (gw, url), httpx.AsyncClient() as client:
+        gw.routes.upsert("t", "/t", 10)
+        response = await client.post(f"{url}/t", json={})
+        assert (response.status_code, response.headers["x-berth-reason"]) == (503, "no-ready-replica")
+
+
+async def test_bodies_over_the_limit_are_a_413(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 1) as sockets, gateway(max_body_size=1000) as (gw, url):
+        route(gw, sockets)
+        async with httpx.AsyncClient() as client:
+            declared = await client.post(f"{url}/t", content=b"x" * 2000)
+            assert (declared.status_code, declared.headers["x-berth-reason"]) == (413, "body-too-large")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(10):
+                yield b"y" * 300
+
+        async with httpx.AsyncClient() as client:
+            chunked = await client.post(f"{url}/t", content=chunks())
+            assert chunked.status_code == 413
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(f"{url}/t", json="small")).status_code == 200
+
+
+async def test_connect_failure_is_retried_on_another_replica(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        route(gw, [str(tmp_path / "dead.sock"), *sockets])
+        statuses = [(await client.post(f"{url}/t", json=i)).status_code for i in range(10)]
+        assert statuses == [200] * 10
+
+
+async def test_all_replicas_unreachable_is_a_503(tmp_path: Path) -> None:
+    async with gateway() as (gw, url), httpx.AsyncClient() as client:
+        route(gw, [str(tmp_path / "dead.sock")])
+        response = await client.post(f"{url}/t", json={})
+        assert (response.status_code, response.headers["x-berth-reason"]) == (503, "replica-unreachable")
+
+
+async def test_load_is_balanced_on_in_flight_requests(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 2) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        route(gw, sockets)
+        responses = await asyncio.gather(*(client.post(f"{url}/t?sleep=0.2", json=i) for i in range(8)))
+        seen = [r.json()["replica"] for r in responses]
+        assert sorted(seen) == ["r0"] * 4 + ["r1"] * 4
+
+
+async def test_max_replica_concurrency_answers_503_beyond_the_limit(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        route(gw, sockets, limit=2)
+        responses = await asyncio.gather(*(client.post(f"{url}/t?sleep=0.5", json=i) for i in range(5)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [200, 200, 503, 503, 503]
+        rejected = [r for r in responses if r.status_code == 503]
+        assert all(r.headers["x-berth-reason"] == "max-replica-concurrency" for r in rejected)
+
+
+async def raw_exchange(url: str, data: bytes, responses: int) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    received = b""
+    while received.count(b"HTTP/1.1 200") < responses:
+        chunk = await asyncio.wait_for(reader.read(65536), 5)
+        if not chunk:
+            break
+        received += chunk
+    writer.close()
+    return received
+
+
+async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url):
+        route(gw, sockets)
+        request = b"POST /t HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+        data = request % (1, b"1") + request % (1, b"2")
+        received = await raw_exchange(url, data, 2)
+        assert received.index(b'"payload":1') < received.index(b'"payload":2')
+
+
+async def test_expect_100_continue(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url):
+        route(gw, sockets)
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /t HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: 2\r\nexpect: 100-continue\r\n\r\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+        await reader.readline()
+        writer.write(b"42")
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+
+
+async def test_malformed_http_is_a_400() -> None:
+    async with gateway() as (gw, url):
+        received = await raw_exchange(url, b"NOT HTTP AT ALL\r\n\r\n", 1)
+        assert received.startswith(b"HTTP/1.1 400")
+
+
+async def test_admin_paths(tmp_path: Path) -> None:
+    async with gateway() as (gw, url), httpx.AsyncClient() as client:
+        assert (await client.get(f"{url}/_berth/healthz")).text == "ok"

@@ -1,0 +1,229 @@
+"""The replica's ASGI app in-process, through Starlette's TestClient (lifespan included)."""
+
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from berth.config.schema import RealtimeAPI
+from berth.runtime.app import ReplicaApp, ReplicaSettings
+
+PREDICTOR = '''
+import asyncio, json, threading
+import numpy as np
+from starlette.responses import JSONResponse
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.config = config
+        self.thread = threading.get_ident()
+        self.post = []
+
+    def predict(self, payload, query_params, headers):
+        mode = query_params.get("mode")
+        if mode == "raise":
+            raise ValueError("secret internal detail")
+        if mode == "object":
+            return object()
+        if mode == "numpy":
+            return {"scores": np.array([0.25, 0.75])}
+        if mode == "bytes":
+            return b"\\x00\\x01"
+        if mode == "text":
+            return "plain"
+        if mode == "response":
+            return JSONResponse({"created": True}, status_code=201, headers={"x-custom": "1"})
+        if mode == "form":
+            return dict(payload)
+        if mode == "headers":
+            return {"agent": headers.get("x-agent")}
+        return {"payload": payload, "config": self.config}
+
+    def post_predict(self, response, payload):
+        self.post.append((response, payload))
+'''
+
+
+def make_app(tmp_path: Path, source: str = PREDICTOR, **predictor: object) -> ReplicaApp:
+    (tmp_path / "predictor.py").write_text(textwrap.dedent(source))
+    api = RealtimeAPI.model_validate({
+        "name": "test", "kind": "RealtimeAPI",
+        "predictor": {"type": "python", "path": "predictor.py", "config": {"k": "v"}, **predictor},
+    })
+    return ReplicaApp(ReplicaSettings(api=api, project=tmp_path))
+
+
+def wait_ready(client: TestClient, timeout: float = 10) -> None:
+    app = client.app
+    assert isinstance(app, ReplicaApp)
+    loading = app._loading
+    assert loading is not None
+    client.portal.call(lambda: _await(loading, timeout))  # type: ignore[union-attr]
+
+
+async def _await(task: object, timeout: float) -> None:
+    import asyncio
+
+    await asyncio.wait_for(asyncio.shield(task), timeout)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(make_app(tmp_path)) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+def test_json_payload_and_config(client: TestClient) -> None:
+    response = client.post("/", json={"x": 1}, headers={"x-request-id": "abc"})
+    assert response.status_code == 200
+    assert response.json() == {"payload": {"x": 1}, "config": {"k": "v"}}
+    assert response.headers["x-request-id"] == "abc"
+
+
+def test_request_id_is_generated(client: TestClient) -> None:
+    first = client.post("/", json={}).headers["x-request-id"]
+    second = client.post("/", json={}).headers["x-request-id"]
+    assert first and second and first != second
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "content_type", "body"),
+    [
+        ("numpy", 200, "application/json", b'{"scores":[0.25,0.75]}'),
+        ("bytes", 200, "application/octet-stream", b"\x00\x01"),
+        ("text", 200, "text/plain; charset=utf-8", b"plain"),
+        ("response", 201, "application/json", b'{"created":true}'),
+    ],
+)
+def test_return_values(client: TestClient, mode: str, status: int, content_type: str, body: bytes) -> None:
+    response = client.post(f"/?mode={mode}", json={})
+    assert (response.status_code, response.headers["content-type"], response.content) == (status, content_type, body)
+
+
+def test_exception_is_a_500_with_request_id_and_no_traceback(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    response = client.post("/?mode=raise", json={}, headers={"x-request-id": "r-1"})
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error", "request_id": "r-1"}
+    assert "secret internal detail" not in response.text
+    assert "secret internal detail" in caplog.text and "r-1" in caplog.text
+
+
+def test_unserialisable_return_value(client: TestClient) -> None:
+    response = client.post("/?mode=object", json={})
+    assert response.status_code == 500
+    assert "JSON serializable" in response.json()["error"]
+
+
+@pytest.mark.parametrize(("body", "message"), [(b"{nope", "not valid JSON"), (b"", "empty")])
+def test_bad_json_is_a_400_and_predict_is_not_called(client: TestClient, body: bytes, message: str) -> None:
+    response = client.post("/", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_headers_are_injected(client: TestClient) -> None:
+    assert client.post("/?mode=headers", json={}, headers={"x-agent": "t"}).json() == {"agent": "t"}
+
+
+def test_text_and_form_payloads(client: TestClient) -> None:
+    text = client.post("/", content="hi".encode(), headers={"content-type": "text/plain"})
+    assert text.json()["payload"] == "hi"
+    form = client.post("/?mode=form", data={"field": "value"})
+    assert form.json() == {"field": "value"}
+
+
+def test_post_predict_runs_after_the_response(client: TestClient) -> None:
+    client.post("/", json={"n": 1})
+    app = client.app
+    assert isinstance(app, ReplicaApp)
+    app.executor.submit(lambda: None).result(timeout=5)  # the single pool thread has drained
+    assert app.instance.post == [({"payload": {"n": 1}, "config": {"k": "v"}}, {"n": 1})]
+
+
+def test_get_returns_api_info_and_probes(client: TestClient) -> None:
+    info = client.get("/").json()
+    assert info["api"] == "test" and info["ready"] is True
+    assert info["predict_args"] == ["headers", "payload", "query_params"]
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert "berth_replica_requests_total" in client.get("/metrics").text
+
+
+def test_init_runs_on_the_request_pool(client: TestClient) -> None:
+    app = client.app
+    assert isinstance(app, ReplicaApp)
+    pool_thread = app.executor.submit(threading.get_ident).result(timeout=5)
+    assert app.instance.thread == pool_thread
+
+
+def test_async_predict_and_minimal_signature(tmp_path: Path) -> None:
+    source = """
+    import asyncio
+    class PythonPredictor:
+        def __init__(self):
+            pass
+        async def predict(self, payload):
+            await asyncio.sleep(0)
+            return {"double": payload * 2}
+    """
+    with TestClient(make_app(tmp_path, source)) as client:
+        wait_ready(client)
+        assert client.post("/", json=21).json() == {"double": 42}
+
+
+def test_not_ready_until_init_returns(tmp_path: Path) -> None:
+    source = """
+    import threading
+    GATE = threading.Event()
+    class PythonPredictor:
+        def __init__(self, config):
+            GATE.wait(10)
+        def predict(self, payload):
+            return 1
+    """
+    with TestClient(make_app(tmp_path, source)) as client:
+        assert client.get("/readyz").status_code == 503
+        response = client.post("/", json={})
+        assert response.status_code == 503 and "initialising" in response.json()["error"]
+        import sys
+
+        sys.modules["berth_predictor"].GATE.set()
+        wait_ready(client)
+        assert client.get("/readyz").status_code == 200
+
+
+def test_failing_init_calls_on_fatal(tmp_path: Path) -> None:
+    source = """
+    class PythonPredictor:
+        def __init__(self, config):
+            raise RuntimeError("no model")
+        def predict(self, payload):
+            return 1
+    """
+    failures: list[BaseException] = []
+    app = make_app(tmp_path, source)
+    app.on_fatal = failures.append
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert client.get("/readyz").status_code == 503
+    assert [str(f) for f in failures] == ["no model"]
+
+
+def test_predict_with_an_unknown_required_argument_fails_to_load(tmp_path: Path) -> None:
+    source = """
+    class PythonPredictor:
+        def __init__(self, config):
+            pass
+        def predict(self, payload, model):
+            return 1
+    """
+    failures: list[BaseException] = []
+    app = make_app(tmp_path, source)
+    app.on_fatal = failures.append
+    with TestClient(app) as client:
+        wait_ready(client)
+    assert "declares model, which berth cannot supply" in str(failures[0])
