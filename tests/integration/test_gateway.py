@@ -195,11 +195,11 @@ async def test_expect_100_continue(tmp_path: Path) -> None:
 
 
 async def test_malformed_http_is_a_400() -> None:
-    async with gateway() as (gw, url):
+    async with gateway() as (_gw, url):
         received = await raw_exchange(url, b"NOT HTTP AT ALL\r\n\r\n", 1)
         assert received.startswith(b"HTTP/1.1 400")
 
 
 async def test_admin_paths(tmp_path: Path) -> None:
-    async with gateway() as (gw, url), httpx.AsyncClient() as client:
+    async with gateway() as (_gw, url), httpx.AsyncClient() as client:
         assert (await client.get(f"{url}/_berth/healthz")).text == "ok"

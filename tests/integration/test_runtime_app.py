@@ -130,7 +130,7 @@ def test_headers_are_injected(client: TestClient) -> None:
 
 
 def test_text_and_form_payloads(client: TestClient) -> None:
-    text = client.post("/", content="hi".encode(), headers={"content-type": "text/plain"})
+    text = client.post("/", content=b"hi", headers={"content-type": "text/plain"})
     assert text.json()["payload"] == "hi"
     form = client.post("/?mode=form", data={"field": "value"})
     assert form.json() == {"field": "value"}

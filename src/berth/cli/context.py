@@ -18,8 +18,8 @@ class CLIContext:
     home: Path
     port: int
     host: str = "127.0.0.1"
-    console: Console = field(default_factory=lambda: _console(stderr=False))
-    err: Console = field(default_factory=lambda: _console(stderr=True))
+    console: Console = field(default_factory=lambda: make_console(stderr=False))
+    err: Console = field(default_factory=lambda: make_console(stderr=True))
     _client: Client | None = None
 
     @property
@@ -40,7 +40,7 @@ class CLIContext:
                            f"http://{info['host']}:{info['port']}); its log is {self.paths.daemon_log}")
 
 
-def _console(stderr: bool) -> Console:
+def make_console(stderr: bool) -> Console:
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal:  # piped or captured: tables should not be squeezed to 80 columns
         console = Console(stderr=stderr, highlight=False, width=200)

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from berth import __version__
 from berth.cli import cluster, deploy, inspect, operate
-from berth.cli.context import CLIContext
+from berth.cli.context import CLIContext, make_console
 from berth.errors import BerthError, ConfigError
 
 
@@ -27,7 +26,7 @@ class BerthGroup(click.Group):
 
 
 def _report(exc: BerthError) -> None:
-    err = Console(stderr=True, highlight=False)
+    err = make_console(stderr=True)
     if isinstance(exc, ConfigError) and len(exc.problems) > 1:
         err.print(f"[red]error:[/red] {len(exc.problems)} problems:")
         for problem in exc.problems:

@@ -97,9 +97,11 @@ class Daemon:
 
     async def stop(self) -> None:
         log.info("stopping: draining replicas")
+        # The reconcile loop goes first, or it would replace the replicas being drained.
+        reconcile = self._tasks.pop()
+        reconcile.cancel()
+        await asyncio.gather(reconcile, return_exceptions=True)
         await self.reconciler.shutdown(SHUTDOWN_TIMEOUT)
-        for task in self._tasks:
-            task.cancel()
         if self._server is not None:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psutil
 
 from berth.control.paths import Paths
 from berth.errors import DaemonStartError
@@ -103,16 +104,14 @@ def stop_daemon(paths: Paths, timeout: float = 90.0) -> bool:
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(paths.socket)), timeout=10.0) as http:
         http.post("http://berth/v1/shutdown")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and daemon_info(paths) is not None:
-        time.sleep(0.05)
-    _wait_pid_gone(int(info["pid"]), deadline)
+    while time.monotonic() < deadline and _alive(int(info["pid"])):
+        time.sleep(0.02)
     return True
 
 
-def _wait_pid_gone(pid: int, deadline: float) -> None:
-    import psutil
-
+def _alive(pid: int) -> bool:
+    """Whether the process still runs; an exited daemon nobody has reaped yet (a zombie) does not."""
     try:
-        psutil.Process(pid).wait(timeout=max(0.0, deadline - time.monotonic()))
-    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-        return
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -263,6 +264,9 @@ class Reconciler:
             await asyncio.sleep(0.05)
         for replica in list(self.replicas.values()):
             self.supervisor.kill(replica)
+            if replica.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    replica.popen.wait(timeout=5)
             self._forget(replica)
 
     def _sync_routes_all_down(self) -> None:

@@ -100,13 +100,15 @@ def _init_failed(socket_dir: Path, exc: BaseException, server: ReplicaServer) ->
 
 def user_traceback(exc: BaseException) -> str:
     """The traceback from the first frame outside berth and the thread pool: the user's code."""
-    internal = (str(Path(__file__).resolve().parent.parent), "concurrent/futures", "asyncio/")
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(internal):
-        tb = tb.tb_next
-    if tb is not None and any(part in tb.tb_frame.f_code.co_filename for part in internal):
-        tb = None  # nothing of the user's on the stack: the message says it all
+    while tb is not None and _internal(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next  # None when nothing of the user's is on the stack: the message says it all
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _internal(filename: str) -> bool:
+    berth = str(Path(__file__).resolve().parent.parent)
+    return filename.startswith(berth) or "/concurrent/futures/" in filename or "/asyncio/" in filename
 
 
 def _start_siblings(server: ReplicaServer, argv: list[str], processes: int) -> None:

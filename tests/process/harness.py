@@ -1,0 +1,96 @@
+"""A real berth instance for a test: its own BERTH_HOME, its own port, and a cleanup that leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_project(folder: Path, spec: str, predictor: str, name: str = "predictor.py") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "berth.yaml").write_text(textwrap.dedent(spec))
+    (folder / name).write_text(textwrap.dedent(predictor))
+    return folder
+
+
+class Berth:
+    def __init__(self) -> None:
+        # Short, so replica sockets fit in sun_path under the home folder.
+        self.home = Path(tempfile.mkdtemp(prefix="bt-", dir="/tmp"))
+        self.port = free_port()
+        self.env = {**os.environ, "BERTH_HOME": str(self.home), "BERTH_PORT": str(self.port)}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def run(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "berth", *args], env=self.env, capture_output=True,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"berth {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "berth", *args], env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def get(self, api: str | None = None) -> Any:
+        return json.loads(self.run("get", *([api] if api else []), "-o", "json").stdout)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this instance: the daemon and the replicas (their command lines name the home)."""
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if str(self.home) in cmdline and "berth" in cmdline and process.pid != os.getpid():
+                found.append(process)
+        return found
+
+    def cleanup(self) -> None:
+        self.run("cluster", "down", check=False, timeout=120)
+        for process in self.processes():
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                process.kill()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy, or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # the condition may not hold yet in many ways
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
