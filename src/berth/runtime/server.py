@@ -50,7 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m berth.runtime")
     parser.add_argument("--spec", type=Path, required=True, help="the API spec as JSON")
     parser.add_argument("--project", type=Path, required=True)
-    parser.add_argument("--socket-dir", type=Path, required=True)
+    parser.add_argument("--socket-dir", type=Path, required=True, help="sockets, failure report")
+    parser.add_argument("--port", type=int, default=None,
+                        help="listen on this TCP port (127.0.0.1) instead of a unix socket; process 0 only")
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--replica-id", default="local")
     parser.add_argument("--process-index", type=int, default=0)
     return parser.parse_args(argv)
@@ -67,11 +70,15 @@ def main(argv: list[str] | None = None) -> int:
                                process_index=args.process_index)
     sock = socket_path(args.socket_dir, args.process_index)
     sock.unlink(missing_ok=True)
+    args.socket_dir.mkdir(parents=True, exist_ok=True)
+    listen: dict[str, object] = {"uds": str(sock)}
+    if args.port is not None and args.process_index == 0:
+        listen = {"host": args.host, "port": args.port}
     holder: list[ReplicaServer] = []
     app = ReplicaApp(settings, on_fatal=lambda exc: _init_failed(args.socket_dir, exc, holder[0]))
     config = uvicorn.Config(
-        app, uds=str(sock), loop=_loop(), http="httptools", lifespan="on", log_level="warning",
-        access_log=False, timeout_keep_alive=3600,
+        app, loop=_loop(), http="httptools", lifespan="on", log_level="warning", access_log=False,
+        timeout_keep_alive=3600, **listen,  # type: ignore[arg-type]
     )
     server = ReplicaServer(config)
     holder.append(server)

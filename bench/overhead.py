@@ -1,0 +1,138 @@
+"""Serving overhead of berth, measured side by side in one run.
+
+    python bench/overhead.py [--duration 10] [--rounds 3]
+
+(a) the trivial predictor in one bare uvicorn + Starlette process,
+(b) the same predictor on its berth replica, hit directly (the replica runtime on a TCP port),
+(c) the same predictor through the berth gateway (daemon + replica, as `berth deploy` runs it).
+wrk (its own process) loads each at 1 and 32 connections; rounds are interleaved and the medians
+reported, with ratios to (a). Then: `berth deploy --wait` of the iris example to its first 200
+(daemon already up), and the idle RSS of the daemon (gateway included) and of a replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from common import BENCH, REPO, BerthInstance, WrkResult, free_port, median_result, stop, wait_ok, wrk
+
+from berth.config import load_spec
+
+
+def start_bare() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(BENCH / "bare_app.py"), "--port", str(port)])
+    url = f"http://127.0.0.1:{port}/trivial"
+    wait_ok(url)
+    return process, url
+
+
+def start_direct(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    spec = load_spec(BENCH / "trivial").apis[0]
+    spec_file = workdir / "spec.json"
+    spec_file.write_text(spec.model_dump_json())
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "berth.runtime", "--spec", str(spec_file), "--project",
+                                str(BENCH / "trivial"), "--socket-dir", str(workdir / "sock"), "--port", str(port)])
+    url = f"http://127.0.0.1:{port}/"
+    wait_ok(url)
+    return process, url
+
+
+def measure(urls: dict[str, str], duration: float, rounds: int) -> dict[tuple[str, int], WrkResult]:
+    runs: dict[tuple[str, int], list[WrkResult]] = {}
+    for _ in range(rounds):
+        for connections in (1, 32):
+            for name, url in urls.items():
+                wrk(url, connections, 1)  # warm-up: connections, caches, the replica's thread pool
+                runs.setdefault((name, connections), []).append(wrk(url, connections, duration))
+    return {key: median_result(value) for key, value in runs.items()}
+
+
+def report(results: dict[tuple[str, int], WrkResult]) -> None:
+    print(f"\n{'setup':<34}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x (a) req/s':>13}{'+p50 ms':>9}"
+          f"{'x (a) p99':>11}{'errors':>8}")
+    for connections in (1, 32):
+        base = results[("a", connections)]
+        for name, label in (("a", "(a) bare uvicorn + Starlette"), ("b", "(b) berth replica, direct"),
+                            ("c", "(c) berth gateway -> replica")):
+            r = results[(name, connections)]
+            print(f"{label:<34}{connections:>6}{r.rps:>10.0f}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}"
+                  f"{r.rps / base.rps:>13.2f}{r.p50_ms - base.p50_ms:>+9.3f}{r.p99_ms / base.p99_ms:>11.2f}"
+                  f"{r.errors:>8}")
+    c32, a32, c1, a1 = results[("c", 32)], results[("a", 32)], results[("c", 1)], results[("a", 1)]
+    print(f"\nbudget: (c) >= 0.7x (a) req/s at 32 connections: {c32.rps / a32.rps:.2f}x "
+          f"{'ok' if c32.rps >= 0.7 * a32.rps else 'MISSED'}; p99 no worse: {c32.p99_ms / a32.p99_ms:.2f}x "
+          f"{'ok' if c32.p99_ms <= a32.p99_ms else 'MISSED'}")
+    print(f"budget: <= 0.5 ms added at p50, 1 connection: {c1.p50_ms - a1.p50_ms:+.3f} ms "
+          f"{'ok' if c1.p50_ms - a1.p50_ms <= 0.5 else 'MISSED'}")
+
+
+def cold_start(instance: BerthInstance, rounds: int) -> list[float]:
+    """`berth deploy --wait` of the iris example to its first 200, with the daemon already up."""
+    iris = REPO / "examples" / "iris-classifier"
+    sample = json.loads((iris / "sample.json").read_text())
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        instance.cli("deploy", str(iris), "--wait")
+        import httpx
+
+        response = httpx.post(instance.url("/iris-classifier"), json=sample)
+        assert response.status_code == 200, response.text
+        times.append(time.perf_counter() - started)
+        instance.cli("delete", "iris-classifier")
+    return times
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {psutil.cpu_count()} cores; wrk -t1; {args.rounds} interleaved rounds of {args.duration:g}s")
+    instance = BerthInstance()
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            bare, bare_url = start_bare()
+            processes.append(bare)
+            direct, direct_url = start_direct(Path(workdir))
+            processes.append(direct)
+            instance.cli("deploy", str(BENCH / "trivial"), "--wait")
+            gateway_url = instance.url("/trivial")
+            wait_ok(gateway_url)
+            results = measure({"a": bare_url, "b": direct_url, "c": gateway_url}, args.duration, args.rounds)
+            report(results)
+            for process in processes:
+                stop(process)
+            times = cold_start(instance, 3)
+            print(f"\ncold start: `berth deploy --wait` of examples/iris-classifier to its first 200 "
+                  f"(daemon up): median {statistics.median(times):.2f}s (runs: "
+                  f"{', '.join(f'{t:.2f}' for t in times)}; budget 1.5s)")
+            daemon_pid = int(json.loads(instance.cli("cluster", "status", "-o", "json"))["pid"])
+            replica_pid = int(instance.get("trivial")["replicas"][0]["pid"])  # type: ignore[index]
+            time.sleep(1)  # idle means idle: let the last requests' buffers go
+            print(f"idle RSS: daemon + gateway {rss_mb(daemon_pid):.1f} MB (budget 120 MB); "
+                  f"trivial replica {rss_mb(replica_pid):.1f} MB")
+        finally:
+            for process in processes:
+                stop(process)
+            instance.close()
+
+
+if __name__ == "__main__":
+    main()
