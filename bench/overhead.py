@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import psutil
-
 from common import BENCH, REPO, BerthInstance, WrkResult, free_port, median_result, stop, wait_ok, wrk
 
 from berth.config import load_spec
@@ -85,8 +85,6 @@ def cold_start(instance: BerthInstance, rounds: int) -> list[float]:
     for _ in range(rounds):
         started = time.perf_counter()
         instance.cli("deploy", str(iris), "--wait")
-        import httpx
-
         response = httpx.post(instance.url("/iris-classifier"), json=sample)
         assert response.status_code == 200, response.text
         times.append(time.perf_counter() - started)

@@ -2,6 +2,7 @@
 
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,11 @@ class PythonPredictor:
     def __init__(self, config):
         self.config = config
         self.thread = threading.get_ident()
+        self.predict_threads = set()
         self.post = []
 
     def predict(self, payload, query_params, headers):
+        self.predict_threads.add(threading.get_ident())
         mode = query_params.get("mode")
         if mode == "raise":
             raise ValueError("secret internal detail")
@@ -136,12 +139,17 @@ def test_text_and_form_payloads(client: TestClient) -> None:
     assert form.json() == {"field": "value"}
 
 
-def test_post_predict_runs_after_the_response(client: TestClient) -> None:
-    client.post("/", json={"n": 1})
-    app = client.app
-    assert isinstance(app, ReplicaApp)
-    app.executor.submit(lambda: None).result(timeout=5)  # the single pool thread has drained
-    assert app.instance.post == [({"payload": {"n": 1}, "config": {"k": "v"}}, {"n": 1})]
+@pytest.mark.parametrize("threads", [1, 3])
+def test_post_predict_runs_after_the_response(tmp_path: Path, threads: int) -> None:
+    with TestClient(make_app(tmp_path, threads_per_process=threads)) as client:
+        wait_ready(client)
+        client.post("/", json={"n": 1})
+        app = client.app
+        assert isinstance(app, ReplicaApp)
+        deadline = time.monotonic() + 5
+        while not app.instance.post and time.monotonic() < deadline:
+            client.get("/healthz")  # lets the event loop run its queued callbacks
+        assert app.instance.post == [({"payload": {"n": 1}, "config": {"k": "v"}}, {"n": 1})]
 
 
 def test_get_returns_api_info_and_probes(client: TestClient) -> None:
@@ -153,11 +161,23 @@ def test_get_returns_api_info_and_probes(client: TestClient) -> None:
     assert "berth_replica_requests_total" in client.get("/metrics").text
 
 
-def test_init_runs_on_the_request_pool(client: TestClient) -> None:
+def test_one_thread_runs_init_and_every_predict(client: TestClient) -> None:
+    for _ in range(5):
+        client.post("/", json={})
     app = client.app
     assert isinstance(app, ReplicaApp)
-    pool_thread = app.executor.submit(threading.get_ident).result(timeout=5)
-    assert app.instance.thread == pool_thread
+    assert app.instance.predict_threads == {app.instance.thread}
+
+
+def test_with_a_pool_init_and_predict_run_on_pool_threads(tmp_path: Path) -> None:
+    with TestClient(make_app(tmp_path, threads_per_process=2)) as client:
+        wait_ready(client)
+        for _ in range(5):
+            client.post("/", json={})
+        app = client.app
+        assert isinstance(app, ReplicaApp)
+        pool = {thread.ident for thread in threading.enumerate() if thread.name.startswith("predict")}
+        assert app.instance.thread in pool and app.instance.predict_threads <= pool
 
 
 def test_async_predict_and_minimal_signature(tmp_path: Path) -> None:
@@ -185,7 +205,7 @@ def test_not_ready_until_init_returns(tmp_path: Path) -> None:
         def predict(self, payload):
             return 1
     """
-    with TestClient(make_app(tmp_path, source)) as client:
+    with TestClient(make_app(tmp_path, source, threads_per_process=2)) as client:
         assert client.get("/readyz").status_code == 503
         response = client.post("/", json={})
         assert response.status_code == 503 and "initialising" in response.json()["error"]
