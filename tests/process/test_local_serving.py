@@ -1,5 +1,6 @@
 """A real daemon, real replica processes, the real CLI: what a user does, end to end."""
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -250,3 +251,53 @@ def test_cortex_yaml_deploys_unchanged(berth: Berth, tmp_path: Path, example: st
     result = berth.run("deploy", str(project), "--wait")
     assert "predictor.image: ignored locally" in result.stderr
     assert httpx.post(f"{berth.base_url}/legacy", json=1).json()["payload"] == 1
+
+
+SLOW = """
+import time
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        print(f"working on {payload}", flush=True)
+        time.sleep(float(payload))
+        return {"slept": payload}
+"""
+
+
+def test_delete_lets_in_flight_requests_finish(berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "slow", echo_spec("slow"), SLOW)), "--wait")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{berth.base_url}/slow", json=1.5, timeout=30)
+        wait_for(lambda: berth.get("slow")["in_flight"] == 1, 10, "the request to be in flight")
+        berth.run("delete", "slow")
+        response = pending.result(timeout=30)
+    assert response.status_code == 200 and response.json() == {"slept": 1.5}
+    assert httpx.post(f"{berth.base_url}/slow", json=0).status_code == 404
+
+
+def test_logs_follow_prints_new_output(berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "slow", echo_spec("slow"), SLOW)), "--wait")
+    follower = berth.popen("logs", "slow", "-f")
+    try:
+        assert follower.stdout is not None
+        os.set_blocking(follower.stdout.fileno(), False)
+        seen = ""
+
+        def printed() -> bool:
+            nonlocal seen
+            httpx.post(f"{berth.base_url}/slow", json=0.0)
+            seen += follower.stdout.read() or ""  # type: ignore[union-attr]
+            return "working on 0.0" in seen
+
+        wait_for(printed, 15, "the predictor's print in `berth logs -f`", interval=0.2)
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=10)
+
+
+def test_management_socket_is_owner_only(berth: Berth) -> None:
+    berth.run("cluster", "up")
+    assert (berth.home / "berth.sock").stat().st_mode & 0o777 == 0o600

@@ -22,6 +22,14 @@ CREATE TABLE IF NOT EXISTS apis (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS versions (
+    api TEXT NOT NULL,
+    id TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    deployed_at REAL NOT NULL,
+    PRIMARY KEY (api, id, deployed_at)
+);
 CREATE TABLE IF NOT EXISTS replicas (
     id TEXT PRIMARY KEY,
     api TEXT NOT NULL,
@@ -104,7 +112,13 @@ class Store:
 
     # --- APIs ---------------------------------------------------------------------------------
     def put_api(self, record: APIRecord) -> None:
+        """Write the API and, when its version changed, the version's history row, atomically."""
         with self.transaction() as db:
+            row = db.execute("SELECT version FROM apis WHERE name = ?", (record.name,)).fetchone()
+            if row is None or row[0] != record.version:
+                db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+                           (record.name, record.version, record.snapshot, json.dumps(record.spec),
+                            record.updated_at))
             db.execute(
                 "INSERT INTO apis VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "endpoint=excluded.endpoint, spec=excluded.spec, version=excluded.version, "
@@ -124,6 +138,13 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM apis WHERE name = ?", (name,))
             db.execute("DELETE FROM events WHERE api = ?", (name,))
+            db.execute("DELETE FROM versions WHERE api = ?", (name,))
+
+    def versions(self, api: str, limit: int = 10) -> list[tuple[str, float]]:
+        """(version, deployed at) of an API's deployed versions, newest first."""
+        rows = self.db.execute(
+            "SELECT id, deployed_at FROM versions WHERE api = ? ORDER BY deployed_at DESC LIMIT ?", (api, limit))
+        return [(row[0], row[1]) for row in rows]
 
     # --- replicas -----------------------------------------------------------------------------
     def put_replica(self, record: ReplicaRecord) -> None:

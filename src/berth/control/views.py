@@ -48,6 +48,7 @@ def detail(api: DeployedAPI, reconciler: Reconciler, store: Store, gateway_url: 
     view["spec"] = api.record.spec
     view["spec_file"] = api.record.spec_file
     view["replicas"] = [replica_row(r, now) for r in reconciler.replicas_of(api.name)]
+    view["versions"] = [{"version": v, "deployed_at": at} for v, at in store.versions(api.name)]
     view["events"] = [{"at": e.at, "kind": e.kind, "message": e.message} for e in store.events(api.name)]
     return view
 
