@@ -216,12 +216,18 @@ def test_not_ready_until_init_returns(tmp_path: Path) -> None:
         assert client.get("/readyz").status_code == 200
 
 
-def test_failing_init_calls_on_fatal(tmp_path: Path) -> None:
-    source = """
+@pytest.mark.parametrize(
+    ("init", "predict_args", "message"),
+    [('raise RuntimeError("no model")', "payload", "no model"),
+     ("pass", "payload, model", "PythonPredictor.predict declares model, which berth cannot supply")],
+)
+def test_a_predictor_that_cannot_load_calls_on_fatal(tmp_path: Path, init: str, predict_args: str,
+                                                     message: str) -> None:
+    source = f"""
     class PythonPredictor:
         def __init__(self, config):
-            raise RuntimeError("no model")
-        def predict(self, payload):
+            {init}
+        def predict(self, {predict_args}):
             return 1
     """
     failures: list[BaseException] = []
@@ -230,20 +236,4 @@ def test_failing_init_calls_on_fatal(tmp_path: Path) -> None:
     with TestClient(app) as client:
         wait_ready(client)
         assert client.get("/readyz").status_code == 503
-    assert [str(f) for f in failures] == ["no model"]
-
-
-def test_predict_with_an_unknown_required_argument_fails_to_load(tmp_path: Path) -> None:
-    source = """
-    class PythonPredictor:
-        def __init__(self, config):
-            pass
-        def predict(self, payload, model):
-            return 1
-    """
-    failures: list[BaseException] = []
-    app = make_app(tmp_path, source)
-    app.on_fatal = failures.append
-    with TestClient(app) as client:
-        wait_ready(client)
-    assert "declares model, which berth cannot supply" in str(failures[0])
+    assert len(failures) == 1 and message in str(failures[0])

@@ -263,23 +263,23 @@ class ClientConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def _end_exchange(self) -> Exchange | None:
+        exchange, self.exchange, self.upstream_connection = self.exchange, None, None
+        if exchange is not None:
+            exchange.release()
+        return exchange
+
     def response_complete(self, status: int) -> None:
-        exchange = self.exchange
-        self.exchange = None
-        self.upstream_connection = None
+        exchange = self._end_exchange()
         if exchange is None:
             return
-        exchange.release()
         exchange.route.stats.record(status, time.perf_counter() - exchange.started)
         self._after_response(exchange.keep_alive)
 
     def upstream_lost(self, answered: bool) -> None:
-        exchange = self.exchange
-        self.exchange = None
-        self.upstream_connection = None
+        exchange = self._end_exchange()
         if exchange is None:
             return
-        exchange.release()
         if answered:
             exchange.route.stats.record(502, time.perf_counter() - exchange.started)
             self._close()
