@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from berth.core.backoff import HEALTHY_RUN, failures_after_exit, restart_delay
 from berth.core.balancing import admits, least_in_flight
-from berth.core.reconcile import ReplicaFacts, plan_replicas
+from berth.core.reconcile import Plan, ReplicaFacts, Strategy, plan_replicas, resolve_strategy
 from berth.core.status import APIStatus, ReplicaState, ReplicaView, derive_status
 
 R = ReplicaState
@@ -55,55 +55,109 @@ def facts(id: str, version: str, state: ReplicaState, created: float = 0, next_s
     return ReplicaFacts(id=id, version=version, state=state, created_at=created, next_start=next_start)
 
 
+EAGER = Strategy(max_surge=10, max_unavailable=0)
+
+
 def test_plan_creates_missing_replicas() -> None:
-    plan = plan_replicas("v1", 3, [facts("a", "v1", R.READY)], now=0)
+    plan = plan_replicas("v1", 3, [facts("a", "v1", R.READY)], EAGER, now=0)
     assert (plan.create, plan.stop, plan.restart) == (2, (), ())
 
 
 def test_plan_keeps_old_version_serving_until_new_one_is_ready() -> None:
     replicas = [facts("old", "v1", R.READY), facts("new", "v2", R.INITIALIZING)]
-    assert plan_replicas("v2", 1, replicas, now=0).stop == ()
+    assert plan_replicas("v2", 1, replicas, EAGER, now=0).stop == ()
     replicas[1] = facts("new", "v2", R.READY)
-    assert plan_replicas("v2", 1, replicas, now=0).stop == ("old",)
+    assert plan_replicas("v2", 1, replicas, EAGER, now=0).stop == ("old",)
 
 
 def test_plan_keeps_old_version_while_new_one_crash_loops() -> None:
     replicas = [facts("old", "v1", R.READY), facts("new", "v2", R.FAILED, next_start=10)]
-    plan = plan_replicas("v2", 1, replicas, now=5)
+    plan = plan_replicas("v2", 1, replicas, EAGER, now=5)
     assert plan.empty
-    assert plan_replicas("v2", 1, replicas, now=10).restart == ("new",)
+    assert plan_replicas("v2", 1, replicas, EAGER, now=10).restart == ("new",)
 
 
 def test_plan_sheds_surplus_replicas_that_do_not_serve_first() -> None:
     replicas = [facts("a", "v1", R.READY, 1), facts("b", "v1", R.INITIALIZING, 2), facts("c", "v1", R.READY, 3)]
-    assert plan_replicas("v1", 2, replicas, now=0).stop == ("b",)
-    assert plan_replicas("v1", 1, replicas, now=0).stop == ("b", "c")
+    assert plan_replicas("v1", 2, replicas, EAGER, now=0).stop == ("b",)
+    assert plan_replicas("v1", 1, replicas, EAGER, now=0).stop == ("b", "c")
+    assert set(plan_replicas("v1", 0, replicas, EAGER, now=0).stop) == {"a", "b", "c"}
 
 
 def test_plan_ignores_terminating_replicas() -> None:
     replicas = [facts("a", "v1", R.TERMINATING), facts("b", "v1", R.READY)]
-    assert plan_replicas("v1", 2, replicas, now=0).create == 1
+    assert plan_replicas("v1", 2, replicas, EAGER, now=0).create == 1
+
+
+@pytest.mark.parametrize(
+    ("surge", "unavailable", "desired", "strategy"),
+    [("25%", "25%", 4, (1, 1)), ("25%", "25%", 1, (1, 0)), (0, "25%", 1, (0, 1)), ("50%", 2, 3, (2, 2)),
+     (0, 0, 5, (0, 1)), ("100%", "0%", 3, (3, 0))],
+)
+def test_resolve_strategy(surge: int | str, unavailable: int | str, desired: int, strategy: tuple[int, int]) -> None:
+    assert resolve_strategy(surge, unavailable, desired) == Strategy(*strategy)
+
+
+def test_rolling_update_with_surge_one_and_no_unavailability() -> None:
+    replicas = [facts(f"o{i}", "v1", R.READY, i) for i in range(3)]
+    plan = plan_replicas("v2", 3, replicas, Strategy(1, 0), now=0)
+    assert (plan.create, plan.stop) == (1, ())
+    replicas.append(facts("n0", "v2", R.READY, 10))
+    assert plan_replicas("v2", 3, replicas, Strategy(1, 0), now=0) == Plan(create=1, stop=("o0",))
+
+
+def test_rolling_update_without_surge_frees_a_slot_first() -> None:
+    replicas = [facts(f"o{i}", "v1", R.READY, i) for i in range(3)]
+    assert plan_replicas("v2", 3, replicas, Strategy(0, 1), now=0) == Plan(create=1, stop=("o0",))
 
 
 states = st.sampled_from(list(ReplicaState))
+strategies = st.builds(Strategy, st.integers(0, 3), st.integers(0, 3)).filter(
+    lambda s: s.max_surge + s.max_unavailable > 0)
 
 
-@given(st.lists(st.tuples(st.sampled_from(["v1", "v2"]), states), max_size=12), st.integers(0, 6))
-def test_plan_properties(replicas: list[tuple[str, ReplicaState]], desired: int) -> None:
+@given(st.lists(st.tuples(st.sampled_from(["v1", "v2"]), states), max_size=12), st.integers(0, 6), strategies)
+def test_plan_properties(replicas: list[tuple[str, ReplicaState]], desired: int, strategy: Strategy) -> None:
     facts_list = [facts(f"r{i}", version, state, created=i) for i, (version, state) in enumerate(replicas)]
-    plan = plan_replicas("v2", desired, facts_list, now=100)
-    alive_current = [f for f in facts_list if f.version == "v2" and f.state is not R.TERMINATING]
+    plan = plan_replicas("v2", desired, facts_list, strategy, now=100)
+    alive = [f for f in facts_list if f.state is not R.TERMINATING]
     stopped = set(plan.stop)
-    # the current version ends at exactly `desired` replicas
-    assert len([f for f in alive_current if f.id not in stopped]) + plan.create == desired
-    # ready old replicas are only stopped once the new version serves in full
-    ready_current = sum(f.state is R.READY for f in alive_current)
-    old_ready = {f.id for f in facts_list if f.version == "v1" and f.state is R.READY}
-    if ready_current < desired:
-        assert not stopped & old_ready
-    # nothing is both stopped and restarted, and terminating replicas are left alone
+    remaining = [f for f in alive if f.id not in stopped]
+    # never above desired + surge by creating
+    if plan.create:
+        assert len(remaining) + plan.create <= desired + strategy.max_surge
+    # never below desired - unavailable ready replicas by stopping ready ones (unless the new version serves)
+    ready_before = sum(f.state is R.READY for f in alive)
+    ready_after = sum(f.state is R.READY for f in remaining)
+    new_ready = sum(f.state is R.READY and f.version == "v2" for f in remaining)
+    if ready_after < ready_before and new_ready < desired:
+        assert ready_after >= desired - strategy.max_unavailable
+    # the current version never exceeds desired, nothing is both stopped and restarted
+    assert len([f for f in remaining if f.version == "v2"]) + plan.create <= max(desired, 0) or plan.create == 0
     assert not stopped & set(plan.restart)
     assert not stopped & {f.id for f in facts_list if f.state is R.TERMINATING}
+
+
+@given(st.integers(0, 6), st.integers(0, 6), strategies)
+def test_rollouts_converge(old_count: int, desired: int, strategy: Strategy) -> None:
+    """Stopped replicas leave, created ones become ready a tick later: the API ends at desired new replicas."""
+    replicas = {f"o{i}": facts(f"o{i}", "v1", R.READY, i) for i in range(old_count)}
+    counter = 0
+    for tick in range(50):
+        for key, replica in list(replicas.items()):  # what was started last tick is ready now
+            if replica.state is R.INITIALIZING:
+                replicas[key] = facts(key, replica.version, R.READY, replica.created_at)
+        plan = plan_replicas("v2", desired, list(replicas.values()), strategy, now=tick)
+        for replica_id in plan.stop:
+            del replicas[replica_id]
+        for _ in range(plan.create):
+            counter += 1
+            replicas[f"n{counter}"] = facts(f"n{counter}", "v2", R.INITIALIZING, 100 + counter)
+        assert len(replicas) <= max(old_count, desired + strategy.max_surge)
+        if plan.empty and all(r.version == "v2" and r.state is R.READY for r in replicas.values()):
+            break
+    assert len(replicas) == desired
+    assert all(r.version == "v2" and r.state is R.READY for r in replicas.values())
 
 
 def view(state: ReplicaState, current: bool = True, failures: int = 0) -> ReplicaView:

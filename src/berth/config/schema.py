@@ -84,9 +84,9 @@ class Compute(Model):
 
 
 class Autoscaling(Model):
-    min_replicas: int = Field(default=1, ge=1)
+    min_replicas: int = Field(default=1, ge=0)  # 0: scale to zero
     max_replicas: int = Field(default=100, ge=1)
-    init_replicas: int | None = Field(default=None, ge=1)
+    init_replicas: int | None = Field(default=None, ge=0)
     target_replica_concurrency: float | None = Field(default=None, gt=0)
     max_replica_concurrency: int = Field(default=1024, gt=0, le=65535)
     window: Duration = 60.0
@@ -96,6 +96,10 @@ class Autoscaling(Model):
     max_upscale_factor: float = Field(default=1.5, gt=1)
     downscale_tolerance: float = Field(default=0.05, ge=0, lt=1)
     upscale_tolerance: float = Field(default=0.05, ge=0)
+    # new: while an API scaled to zero starts a replica, the gateway holds this many requests ...
+    scale_from_zero_queue: int = Field(default=1024, ge=1)
+    # ... for at most this long, then answers 503
+    scale_from_zero_timeout: Duration = 120.0
 
     @field_validator("window")
     @classmethod

@@ -1,7 +1,14 @@
-"""Reconcile planning: from the replicas an API has to the starts, restarts and stops it needs."""
+"""Replica planning: scaling and rolling updates, paced by max_surge and max_unavailable.
+
+The rules are Kubernetes' RollingUpdate: the API never has more than desired + surge replicas,
+never fewer than desired - unavailable ready ones (counting old and new), and only replicas of
+the current version are created. Old replicas that do not serve go at once; old ones that serve
+go as the new ones become ready.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +29,12 @@ class ReplicaFacts:
 
 
 @dataclass(frozen=True)
+class Strategy:
+    max_surge: int
+    max_unavailable: int
+
+
+@dataclass(frozen=True)
 class Plan:
     create: int = 0  # new replicas of the current version
     restart: tuple[str, ...] = ()  # failed replicas whose backoff has passed
@@ -32,29 +45,46 @@ class Plan:
         return not (self.create or self.restart or self.stop)
 
 
-def plan_replicas(version: str, desired: int, replicas: Sequence[ReplicaFacts], now: float) -> Plan:
-    """Bring the current version to `desired` replicas; retire older versions once it serves.
+def resolve_strategy(max_surge: int | str, max_unavailable: int | str, desired: int) -> Strategy:
+    """Percentages of `desired`: surge rounds up, unavailable down; both 0 would deadlock, so 1 unavailable."""
+    surge = _amount(max_surge, desired, math.ceil)
+    unavailable = _amount(max_unavailable, desired, math.floor)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return Strategy(surge, unavailable)
 
-    Old replicas that serve keep serving until the current version has `desired` ready ones, so
-    a broken new version never takes the API down. Old replicas that do not serve stop at once.
-    """
+
+def _amount(value: int | str, desired: int, rounding: object) -> int:
+    if isinstance(value, int):
+        return value
+    fraction = int(value.rstrip("%")) / 100
+    return int(rounding(fraction * desired))  # type: ignore[operator]
+
+
+def plan_replicas(version: str, desired: int, replicas: Sequence[ReplicaFacts], strategy: Strategy,
+                  now: float) -> Plan:
     alive = [r for r in replicas if r.state in LIVE_STATES]
-    current = [r for r in alive if r.version == version]
+    new = [r for r in alive if r.version == version]
     old = [r for r in alive if r.version != version]
-    ready_current = sum(r.state is ReplicaState.READY for r in current)
+    stop = [r.id for r in old if r.state is not ReplicaState.READY]
+    old_ready = sorted((r for r in old if r.state is ReplicaState.READY), key=lambda r: r.created_at)
 
-    stop: list[str] = []
-    surplus = len(current) - desired
+    surplus = len(new) - desired
     if surplus > 0:
         # Shed replicas that do not serve first, newest first among equals.
-        ranked = sorted(current, key=lambda r: (r.state is ReplicaState.READY, -r.created_at))
+        ranked = sorted(new, key=lambda r: (r.state is ReplicaState.READY, -r.created_at))
         stop.extend(r.id for r in ranked[:surplus])
-    if ready_current >= desired:
-        stop.extend(r.id for r in old)
-    else:
-        stop.extend(r.id for r in old if r.state is not ReplicaState.READY)
+        new = ranked[surplus:]
+    new_ready = sum(r.state is ReplicaState.READY for r in new)
 
+    if new_ready >= desired:
+        retire = len(old_ready)
+    else:
+        retire = max(0, new_ready + len(old_ready) - (desired - strategy.max_unavailable))
+    stop.extend(r.id for r in old_ready[:retire])
+    remaining = len(new) + len(old_ready) - retire
+
+    create = max(0, min(desired - len(new), desired + strategy.max_surge - remaining))
     stopping = set(stop)
-    restart = tuple(r.id for r in current
-                    if r.state in DOWN_STATES and r.id not in stopping and now >= r.next_start)
-    return Plan(create=max(0, -surplus), restart=restart, stop=tuple(stop))
+    restart = tuple(r.id for r in new if r.state in DOWN_STATES and r.id not in stopping and now >= r.next_start)
+    return Plan(create=create, restart=restart, stop=tuple(stop))
