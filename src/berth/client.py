@@ -60,10 +60,12 @@ class Client:
     def get_api(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/apis/{name}")  # type: ignore[no-any-return]
 
-    def deploy(self, spec: SpecFile, force: bool = False) -> list[dict[str, Any]]:
-        body = {"spec_file": str(spec.path), "force": force,
-                "apis": [api.model_dump(mode="json") for api in spec.apis]}
+    def deploy(self, spec: SpecFile) -> list[dict[str, Any]]:
+        body = {"spec_file": str(spec.path), "apis": [api.model_dump(mode="json") for api in spec.apis]}
         return self._call("POST", "/v1/apis", json=body)  # type: ignore[no-any-return]
+
+    def refresh(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/apis/{name}/refresh")  # type: ignore[no-any-return]
 
     def delete(self, name: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/apis/{name}")  # type: ignore[no-any-return]

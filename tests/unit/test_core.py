@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from berth.core.backoff import HEALTHY_RUN, failures_after_exit, restart_delay
 from berth.core.balancing import admits, least_in_flight
+from berth.core.placement import Capacity, Placement, Request, free_gpu_shares, place
 from berth.core.reconcile import Plan, ReplicaFacts, Strategy, plan_replicas, resolve_strategy
 from berth.core.status import APIStatus, ReplicaState, ReplicaView, derive_status
 
@@ -160,8 +161,8 @@ def test_rollouts_converge(old_count: int, desired: int, strategy: Strategy) -> 
     assert all(r.version == "v2" and r.state is R.READY for r in replicas.values())
 
 
-def view(state: ReplicaState, current: bool = True, failures: int = 0) -> ReplicaView:
-    return ReplicaView(state=state, current=current, failures=failures)
+def view(state: ReplicaState, current: bool = True, failures: int = 0, unplaceable: bool = False) -> ReplicaView:
+    return ReplicaView(state=state, current=current, failures=failures, unplaceable=unplaceable)
 
 
 @pytest.mark.parametrize(
@@ -184,3 +185,46 @@ def test_status(replicas: list[ReplicaView], requested: int, status: APIStatus) 
 def test_status_counts() -> None:
     summary = derive_status([view(R.READY), view(R.READY, current=False), view(R.FAILED, failures=1)], 2)
     assert (summary.up_to_date, summary.stale, summary.failed) == (1, 1, 1)
+
+
+def test_status_of_a_failed_rollout_and_of_missing_compute() -> None:
+    serving_old = [view(R.READY, current=True)]
+    assert derive_status(serving_old, 1, rollout_failed=True).status is APIStatus.ERROR
+    assert derive_status([view(R.PENDING, unplaceable=True)], 1).status is APIStatus.COMPUTE_UNAVAILABLE
+    assert derive_status([], 0).status is APIStatus.LIVE  # scaled to zero
+
+
+CAPACITY = Capacity(cpu=2, mem=8 * 2**30, gpus=(0, 1))
+
+
+@pytest.mark.parametrize(
+    ("request_", "used", "expected"),
+    [
+        (Request(0.5, 0, 0), [], Placement(0.5, 0)),
+        (Request(2.5, 0, 0), [], "needs 2.5 cpu, 2 of 2 free"),
+        (Request(0.5, 0, 0), [Placement(1.8, 0)], "needs 0.5 cpu, 0.2 of 2 free"),
+        (Request(0.1, 9 * 2**30, 0), [], "needs 9Gi memory, 8Gi free"),
+        (Request(0.1, 0, 0.5), [Placement(0.1, 0, ((1, 0.25),))], Placement(0.1, 0, ((1, 0.5),))),  # best fit
+        (Request(0.1, 0, 2), [], Placement(0.1, 0, ((0, 1.0), (1, 1.0)))),
+        (Request(0.1, 0, 2), [Placement(0.1, 0, ((1, 0.25),))], "needs 2 GPU, not free (2 GPU(s) found)"),
+        (Request(0.1, 0, 0.5), [Placement(0.1, 0, ((0, 0.75),)), Placement(0.1, 0, ((1, 0.6),))],
+         "needs 0.5 GPU, not free (2 GPU(s) found)"),
+    ],
+)
+def test_placement(request_: Request, used: list[Placement], expected: Placement | str) -> None:
+    assert place(request_, CAPACITY, used) == expected
+
+
+def test_no_gpu_on_the_machine() -> None:
+    assert place(Request(0.1, 0, 1), Capacity(2, 2**30), []) == "needs 1 GPU, not free (no GPU found)"
+
+
+@given(st.lists(st.tuples(st.floats(0.02, 1), st.sampled_from([0, 0.25, 0.5, 1, 2])), max_size=30))
+def test_placements_never_overcommit(requests: list[tuple[float, float]]) -> None:
+    used: list[Placement] = []
+    for cpu, gpu in requests:
+        result = place(Request(cpu, 0, gpu), CAPACITY, used)
+        if isinstance(result, Placement):
+            used.append(result)
+    assert sum(p.cpu for p in used) <= CAPACITY.cpu + 1e-6
+    assert all(share >= -1e-6 for share in free_gpu_shares(CAPACITY, used).values())

@@ -20,14 +20,13 @@ TERMINAL_ERRORS = ("error", "error (out of memory)", "compute unavailable")
 @click.argument("path", type=click.Path(path_type=Path), default=".")
 @click.option("--wait", is_flag=True, help="Wait until every API in the file is live.")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait waits.")
-@click.option("-f", "--force", is_flag=True, help="Override an update that is still in progress.")
 @click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
 @pass_context
-def deploy(obj: CLIContext, path: Path, wait: bool, timeout: float, force: bool, output: str) -> None:
+def deploy(obj: CLIContext, path: Path, wait: bool, timeout: float, output: str) -> None:
     """Deploy the APIs of berth.yaml (or cortex.yaml) in PATH, a folder or a spec file."""
     spec = _load(obj, path)
     obj.ensure_daemon()
-    results = obj.client().deploy(spec, force=force)
+    results = obj.client().deploy(spec)
     if output == "json":
         click.echo(json.dumps(results, indent=2))
     else:

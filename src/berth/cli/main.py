@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from berth import __version__
-from berth.cli import cluster, deploy, inspect, operate
+from berth.cli import cluster, deploy, describe, inspect, operate
 from berth.cli.context import CLIContext, make_console
 from berth.errors import BerthError, ConfigError
 
@@ -50,8 +50,8 @@ def cli(ctx: click.Context, home: Path, port: int) -> None:
     ctx.call_on_close(lambda: ctx.obj.client().close())
 
 
-for command in (deploy.deploy, deploy.validate, inspect.get, operate.predict, operate.logs, operate.delete,
-                cluster.cluster):
+for command in (deploy.deploy, deploy.validate, inspect.get, describe.describe, describe.refresh, operate.predict,
+                operate.logs, operate.delete, cluster.cluster):
     cli.add_command(command)
 
 

@@ -35,7 +35,7 @@ def styled(status: str) -> str:
     return f"[{style}]{status}[/{style}]" if style else status
 
 
-def _table(*columns: str) -> Table:
+def table(*columns: str) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in columns:
         table.add_column(column, no_wrap=True)
@@ -43,24 +43,24 @@ def _table(*columns: str) -> Table:
 
 
 def api_table(apis: list[dict[str, Any]], now: float) -> Table:
-    table = _table("api", "status", "up-to-date", "requested", "last update", "avg request", "2XX", "4XX", "5XX")
-    table.columns[0].min_width = max((len(api["name"]) for api in apis), default=3)
+    rows = table("api", "status", "up-to-date", "requested", "last update", "avg request", "2XX", "4XX", "5XX")
+    rows.columns[0].min_width = max((len(api["name"]) for api in apis), default=3)
     for api in apis:
         metrics = api.get("metrics") or {}
-        table.add_row(
+        rows.add_row(
             api["name"], styled(api["status"]), str(api["up_to_date"]), str(api["requested"]),
             age(now - api["last_update"]), latency(metrics.get("avg_request_seconds")),
             str(metrics.get("2XX", 0)), str(metrics.get("4XX", 0)), str(metrics.get("5XX", 0)),
         )
-    return table
+    return rows
 
 
 def replica_table(replicas: list[dict[str, Any]]) -> Table:
-    table = _table("replica", "status", "pid", "restarts", "age", "last error")
+    rows = table("replica", "status", "pid", "restarts", "age", "last error")
     for replica in replicas:
-        table.add_row(replica["id"], styled(replica["status"]), str(replica["pid"] or "-"),
+        rows.add_row(replica["id"], styled(replica["status"]), str(replica["pid"] or "-"),
                       str(replica["restarts"]), age(replica["age"]), _short(replica.get("last_error")))
-    return table
+    return rows
 
 
 def _short(text: str | None, width: int = 60) -> str:

@@ -75,6 +75,13 @@ class Compute(Model):
             raise ValueError(f"must be at least 20m (got {value * 1000:g}m)")
         return value
 
+    @field_validator("gpu")
+    @classmethod
+    def _whole_beyond_one(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"a fraction of one GPU or a whole number of GPUs (got {value:g})")
+        return value
+
     @field_validator("mem")
     @classmethod
     def _min_mem(cls, value: float | None) -> float | None:

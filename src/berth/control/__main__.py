@@ -7,6 +7,7 @@ from pathlib import Path
 
 from berth.control.daemon import DaemonSettings, run
 from berth.control.paths import Paths
+from berth.control.reconciler import Timeouts
 from berth.errors import BerthError
 
 
@@ -16,9 +17,10 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8888)
     parser.add_argument("--max-body-size", type=int, default=64 * 2**20)
+    parser.add_argument("--readiness-timeout", type=float, default=Timeouts().readiness)
     args = parser.parse_args()
     settings = DaemonSettings(paths=Paths(args.home), host=args.host, port=args.port,
-                              max_body_size=args.max_body_size)
+                              max_body_size=args.max_body_size, timeouts=Timeouts(readiness=args.readiness_timeout))
     try:
         run(settings, os.environ)
     except BerthError as exc:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from berth import __version__
 from berth.control import logs, views
-from berth.control.deploy import Deployer
+from berth.control.deploy import Deployer, DeployResult
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler
 from berth.control.store import Store
@@ -22,6 +22,10 @@ from berth.errors import BerthError, ConfigError, Conflict, NotFound
 
 STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409}
 DELETE_TIMEOUT = 90.0
+
+
+def _result(result: DeployResult) -> dict[str, str]:
+    return {"api": result.api, "action": result.action, "version": result.version, "message": result.message}
 
 
 class ManagementAPI:
@@ -44,6 +48,7 @@ class ManagementAPI:
                 Route("/v1/apis/{name}", self.get_api),
                 Route("/v1/apis/{name}", self.delete_api, methods=["DELETE"]),
                 Route("/v1/apis/{name}/logs", self.get_logs),
+                Route("/v1/apis/{name}/refresh", self.refresh, methods=["POST"]),
             ],
             exception_handlers={BerthError: self._error},
         )
@@ -78,9 +83,11 @@ class ManagementAPI:
 
     async def deploy(self, request: Request) -> Response:
         body = await request.json()
-        results = await self.deployer.deploy(body["spec_file"], body["apis"], bool(body.get("force")))
-        return JSONResponse([{"api": r.api, "action": r.action, "version": r.version, "message": r.message}
-                             for r in results])
+        results = await self.deployer.deploy(body["spec_file"], body["apis"])
+        return JSONResponse([_result(r) for r in results])
+
+    async def refresh(self, request: Request) -> Response:
+        return JSONResponse(_result(await self.deployer.refresh(request.path_params["name"])))
 
     async def delete_api(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -17,11 +17,14 @@ from typing import IO, Any
 import uvicorn
 
 from berth.control.api import ManagementAPI
+from berth.control.autoscaling import Autoscaling
+from berth.control.capacity import detect_capacity
 from berth.control.deploy import Deployer
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler, Timeouts
 from berth.control.store import Store
 from berth.control.supervisor import Supervisor
+from berth.core.placement import Capacity
 from berth.errors import DaemonStartError
 from berth.gateway.proxy import Gateway, GatewaySettings
 from berth.gateway.routes import RoutingTable
@@ -39,6 +42,7 @@ class DaemonSettings:
     port: int = 8888
     max_body_size: int = 64 * 2**20
     timeouts: Timeouts = field(default_factory=Timeouts)
+    capacity: Capacity | None = None  # detected from the machine when not given
 
 
 class _ManagementServer(uvicorn.Server):
@@ -55,9 +59,11 @@ class Daemon:
         self.paths = settings.paths
         self.store = Store(self.paths.database)
         self.routes = RoutingTable()
-        self.gateway = Gateway(self.routes, GatewaySettings(max_body_size=settings.max_body_size), self._admin)
         self.reconciler = Reconciler(self.store, Supervisor(), self.routes, self.paths, env,
-                                     timeouts=settings.timeouts)
+                                     capacity=settings.capacity or detect_capacity(), timeouts=settings.timeouts)
+        self.gateway = Gateway(self.routes, GatewaySettings(max_body_size=settings.max_body_size), self._admin,
+                               wake=self.reconciler.wake_from_zero)
+        self.autoscaling = Autoscaling(self.store, self.reconciler, self.routes, time.time)
         self.deployer = Deployer(self.store, self.reconciler, self.paths, time.time)
         self.management = ManagementAPI(self.store, self.reconciler, self.deployer, self.paths,
                                         self.info, self.request_stop, time.time)
@@ -81,6 +87,7 @@ class Daemon:
         self.reconciler.load()
         await self._start_gateway()
         await self._start_management()
+        self._tasks.append(asyncio.create_task(self.autoscaling.run()))
         self._tasks.append(asyncio.create_task(self.reconciler.run()))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,9 +105,10 @@ class Daemon:
     async def stop(self) -> None:
         log.info("stopping: draining replicas")
         # The reconcile loop goes first, or it would replace the replicas being drained.
-        reconcile = self._tasks.pop()
-        reconcile.cancel()
-        await asyncio.gather(reconcile, return_exceptions=True)
+        loops = [self._tasks.pop(), self._tasks.pop()]  # reconcile and autoscaling
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         await self.reconciler.shutdown(SHUTDOWN_TIMEOUT)
         if self._server is not None:
             self._server.should_exit = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +14,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from berth.config.schema import RealtimeAPI
+from berth.control.apis import DeployedAPI
 from berth.control.paths import Paths
-from berth.control.reconciler import DeployedAPI, Reconciler
+from berth.control.reconciler import Reconciler
 from berth.control.snapshot import snapshot
 from berth.control.store import APIRecord, Store
-from berth.errors import ConfigError, Conflict
+from berth.errors import ConfigError, Conflict, NotFound
 
 
 @dataclass(frozen=True)
 class DeployResult:
     api: str
-    action: str  # creating | updating | up to date
+    action: str  # creating | updating | up to date | restarting
     version: str
 
     @property
@@ -31,11 +33,12 @@ class DeployResult:
         return f"{self.api} is up to date" if self.action == "up to date" else f"{self.action} {self.api}"
 
 
-def version_id(api: RealtimeAPI, project_digest: str) -> str:
-    """Cortex's PredictorID: what the replicas run. Autoscaling or networking changes keep it."""
+def version_id(api: RealtimeAPI, project_digest: str, nonce: str = "") -> str:
+    """Cortex's PredictorID: what the replicas run. Autoscaling or networking changes keep it;
+    a refresh changes only the nonce (Cortex's deploymentID)."""
     material = json.dumps({"predictor": api.predictor.model_dump(mode="json"),
                            "compute": api.compute.model_dump(mode="json"),
-                           "project": project_digest}, sort_keys=True)
+                           "project": project_digest, "nonce": nonce}, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:10]
 
 
@@ -47,19 +50,32 @@ class Deployer:
         self.clock = clock
         self._lock = asyncio.Lock()  # deploys (and deletes) of any API happen one at a time
 
-    async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]], force: bool) -> list[DeployResult]:
+    async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]]) -> list[DeployResult]:
         apis = _validate(raw_apis, spec_file)
         spec_path = Path(spec_file)
         async with self._lock:
             self._check_endpoints(apis)
             digest, project = await asyncio.to_thread(
                 snapshot, spec_path.parent, spec_path, self.paths.snapshots)
-            decisions = [self._decide(api, digest, force) for api in apis]
+            decisions = [self._decide(api, digest) for api in apis]
             now = self.clock()
             for api, result in zip(apis, decisions, strict=True):
                 if result.action != "up to date":
                     self._apply(api, result, digest, project, spec_file, now)
         return decisions
+
+    async def refresh(self, name: str) -> DeployResult:
+        """A new version of the same code and spec: every replica is replaced, rolling, without downtime."""
+        async with self._lock:
+            existing = self.store.get_api(name)
+            if existing is None:
+                raise NotFound(f"no API named {name!r}")
+            api = RealtimeAPI.model_validate(existing.spec)
+            version = version_id(api, existing.snapshot, nonce=secrets.token_hex(5))
+            result = DeployResult(name, "restarting", version)
+            self._apply(api, result, existing.snapshot, self.paths.snapshots / existing.snapshot,
+                        existing.spec_file, self.clock())
+            return result
 
     async def delete(self, name: str) -> None:
         async with self._lock:
@@ -76,25 +92,26 @@ class Deployer:
             raise Conflict("\n".join(problems),
                            hint="set networking.endpoint to another path, or delete the other API first")
 
-    def _decide(self, api: RealtimeAPI, digest: str, force: bool) -> DeployResult:
+    def _decide(self, api: RealtimeAPI, digest: str) -> DeployResult:
+        """A deploy during a rollout supersedes it: the planner retires the half-rolled version."""
         version = version_id(api, digest)
         existing = self.store.get_api(api.name)
         if existing is None:
             return DeployResult(api.name, "creating", version)
         if existing.version == version and existing.spec == api.model_dump(mode="json"):
             return DeployResult(api.name, "up to date", version)
-        if existing.version != version and self.reconciler.is_updating(api.name) and not force:
-            raise Conflict(f"{api.name} is updating (override with --force)",
-                           hint=f"wait for `berth get {api.name}` to show live, or deploy with --force")
         return DeployResult(api.name, "updating", version)
 
     def _apply(self, api: RealtimeAPI, result: DeployResult, digest: str, project: Path,
                spec_file: str, now: float) -> None:
         existing = self.store.get_api(api.name)
+        scaling = api.autoscaling
+        # Cortex: keep the current replica count across deploys, else start at init_replicas.
+        requested = existing.requested if existing and existing.requested > 0 else api.init_replicas
         record = APIRecord(
             name=api.name, endpoint=api.endpoint, spec=api.model_dump(mode="json"), version=result.version,
             snapshot=digest, spec_file=spec_file, created_at=existing.created_at if existing else now,
-            updated_at=now,
+            updated_at=now, requested=min(max(requested, scaling.min_replicas), scaling.max_replicas),
         )
         self.store.put_api(record)
         self.store.add_event(api.name, "deploy", f"{result.message} (version {result.version})", now)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,10 @@ CREATE TABLE IF NOT EXISTS apis (
     snapshot TEXT NOT NULL,
     spec_file TEXT NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    requested INTEGER NOT NULL,
+    failed_version TEXT,
+    failed_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS versions (
     api TEXT NOT NULL,
@@ -36,8 +38,25 @@ CREATE TABLE IF NOT EXISTS replicas (
     version TEXT NOT NULL,
     pid INTEGER,
     pid_started REAL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    socket_dir TEXT NOT NULL,
+    processes INTEGER NOT NULL,
+    restarts INTEGER NOT NULL,
+    placement TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS recommendations (
+    api TEXT NOT NULL,
+    at REAL NOT NULL,
+    replicas INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS recommendations_by_api ON recommendations (api, at);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    api TEXT NOT NULL,
+    at REAL NOT NULL,
+    decision TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_api ON decisions (api, id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     api TEXT NOT NULL,
@@ -59,15 +78,25 @@ class APIRecord:
     spec_file: str
     created_at: float
     updated_at: float
+    requested: int
+    failed_version: str | None = None
+    failed_reason: str | None = None
 
 
 @dataclass(frozen=True)
 class ReplicaRecord:
+    """What a restarted daemon needs to adopt a replica process that outlived its predecessor."""
+
     id: str
     api: str
     version: str
     pid: int | None
     pid_started: float | None
+    created_at: float
+    socket_dir: str
+    processes: int
+    restarts: int
+    placement: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -120,12 +149,28 @@ class Store:
                            (record.name, record.version, record.snapshot, json.dumps(record.spec),
                             record.updated_at))
             db.execute(
-                "INSERT INTO apis VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "INSERT INTO apis VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "endpoint=excluded.endpoint, spec=excluded.spec, version=excluded.version, "
-                "snapshot=excluded.snapshot, spec_file=excluded.spec_file, updated_at=excluded.updated_at",
+                "snapshot=excluded.snapshot, spec_file=excluded.spec_file, updated_at=excluded.updated_at, "
+                "requested=excluded.requested, failed_version=excluded.failed_version, "
+                "failed_reason=excluded.failed_reason",
                 (record.name, record.endpoint, json.dumps(record.spec), record.version, record.snapshot,
-                 record.spec_file, record.created_at, record.updated_at),
+                 record.spec_file, record.created_at, record.updated_at, record.requested,
+                 record.failed_version, record.failed_reason),
             )
+
+    def set_requested(self, name: str, requested: int) -> None:
+        self.db.execute("UPDATE apis SET requested = ? WHERE name = ?", (requested, name))
+
+    def set_rollout_failure(self, name: str, version: str | None, reason: str | None) -> None:
+        self.db.execute("UPDATE apis SET failed_version = ?, failed_reason = ? WHERE name = ?",
+                        (version, reason, name))
+
+    def get_version(self, api: str, version: str) -> tuple[dict[str, Any], str] | None:
+        """The spec and snapshot a version was deployed with."""
+        row = self.db.execute("SELECT spec, snapshot FROM versions WHERE api = ? AND id = ? "
+                              "ORDER BY deployed_at DESC LIMIT 1", (api, version)).fetchone()
+        return (json.loads(row[0]), row[1]) if row else None
 
     def get_api(self, name: str) -> APIRecord | None:
         row = self.db.execute("SELECT * FROM apis WHERE name = ?", (name,)).fetchone()
@@ -139,6 +184,8 @@ class Store:
             db.execute("DELETE FROM apis WHERE name = ?", (name,))
             db.execute("DELETE FROM events WHERE api = ?", (name,))
             db.execute("DELETE FROM versions WHERE api = ?", (name,))
+            db.execute("DELETE FROM recommendations WHERE api = ?", (name,))
+            db.execute("DELETE FROM decisions WHERE api = ?", (name,))
 
     def versions(self, api: str, limit: int = 10) -> list[tuple[str, float]]:
         """(version, deployed at) of an API's deployed versions, newest first."""
@@ -149,22 +196,46 @@ class Store:
     # --- replicas -----------------------------------------------------------------------------
     def put_replica(self, record: ReplicaRecord) -> None:
         self.db.execute(
-            "INSERT INTO replicas VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "pid=excluded.pid, pid_started=excluded.pid_started",
-            (record.id, record.api, record.version, record.pid, record.pid_started, time.time()),
+            "INSERT INTO replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "pid=excluded.pid, pid_started=excluded.pid_started, restarts=excluded.restarts, "
+            "placement=excluded.placement",
+            (record.id, record.api, record.version, record.pid, record.pid_started, record.created_at,
+             record.socket_dir, record.processes, record.restarts, json.dumps(record.placement)),
         )
 
     def delete_replica(self, replica_id: str) -> None:
         self.db.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
 
     def list_replicas(self) -> list[ReplicaRecord]:
-        rows = self.db.execute("SELECT id, api, version, pid, pid_started FROM replicas")
-        return [ReplicaRecord(*row) for row in rows]
+        rows = self.db.execute("SELECT * FROM replicas ORDER BY created_at")
+        return [ReplicaRecord(id=row[0], api=row[1], version=row[2], pid=row[3], pid_started=row[4],
+                              created_at=row[5], socket_dir=row[6], processes=row[7], restarts=row[8],
+                              placement=json.loads(row[9])) for row in rows]
+
+    # --- autoscaler -----------------------------------------------------------------------------
+    def recommendations(self, api: str) -> list[tuple[float, int]]:
+        rows = self.db.execute("SELECT at, replicas FROM recommendations WHERE api = ? ORDER BY at", (api,))
+        return [(row[0], row[1]) for row in rows]
+
+    def record_tick(self, api: str, kept: list[tuple[float, int]], decision: dict[str, Any],
+                    keep_decisions: int = 100) -> None:
+        """Replace the recommendation history and log the decision, in one transaction."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM recommendations WHERE api = ?", (api,))
+            db.executemany("INSERT INTO recommendations VALUES (?, ?, ?)", [(api, at, n) for at, n in kept])
+            db.execute("INSERT INTO decisions (api, at, decision) VALUES (?, ?, ?)",
+                       (api, decision["at"], json.dumps(decision)))
+            db.execute("DELETE FROM decisions WHERE api = ? AND id NOT IN (SELECT id FROM decisions "
+                       "WHERE api = ? ORDER BY id DESC LIMIT ?)", (api, api, keep_decisions))
+
+    def decisions(self, api: str, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT decision FROM decisions WHERE api = ? ORDER BY id DESC LIMIT ?",
+                               (api, limit))
+        return [json.loads(row[0]) for row in rows][::-1]
 
     # --- events -------------------------------------------------------------------------------
-    def add_event(self, api: str, kind: str, message: str, at: float | None = None) -> None:
-        self.db.execute("INSERT INTO events (api, at, kind, message) VALUES (?, ?, ?, ?)",
-                        (api, at if at is not None else time.time(), kind, message))
+    def add_event(self, api: str, kind: str, message: str, at: float) -> None:
+        self.db.execute("INSERT INTO events (api, at, kind, message) VALUES (?, ?, ?, ?)", (api, at, kind, message))
 
     def events(self, api: str, limit: int = 20) -> list[Event]:
         rows = self.db.execute(
@@ -173,5 +244,6 @@ class Store:
 
 
 def _api(row: tuple[Any, ...]) -> APIRecord:
-    name, endpoint, spec, version, snapshot, spec_file, created_at, updated_at = row
-    return APIRecord(name, endpoint, json.loads(spec), version, snapshot, spec_file, created_at, updated_at)
+    name, endpoint, spec, version, snapshot, spec_file, created_at, updated_at, requested, failed, reason = row
+    return APIRecord(name, endpoint, json.loads(spec), version, snapshot, spec_file, created_at, updated_at,
+                     requested, failed, reason)

@@ -15,11 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
+from berth.core.placement import Placement
 from berth.core.reconcile import ReplicaFacts
 from berth.core.status import ReplicaState
 from berth.runtime.server import EXIT_INIT_FAILED, socket_path
 
 PROBE_TIMEOUT = 1.0
+EXIT_UNKNOWN = -1000  # an adopted replica (not our child) exited: its exit code cannot be known
 
 
 @dataclass
@@ -35,6 +39,10 @@ class Replica:
     created_at: float
     state: ReplicaState = ReplicaState.PENDING
     popen: subprocess.Popen[bytes] | None = None
+    pid: int | None = None  # our child's, or an adopted process's after a daemon restart
+    placement: Placement | None = None
+    pending_reason: str | None = None  # why it waits: the compute it needs is not free
+    rss: float = 0.0
     started_at: float = 0.0
     ready_at: float | None = None
     stop_requested_at: float | None = None
@@ -46,10 +54,6 @@ class Replica:
     last_error: str | None = None
     last_traceback: str | None = None
     pid_started: float | None = field(default=None)
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None else None
 
     @property
     def sockets(self) -> list[str]:
@@ -82,8 +86,9 @@ class Supervisor:
                 [self.python, "-m", "berth.runtime", "--spec", str(spec_path), "--project", str(project),
                  "--socket-dir", str(replica.socket_dir), "--replica-id", replica.id],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=project,
-                env=dict(env), start_new_session=True,  # a Ctrl-C on the daemon must not kill replicas
+                env=dict(env), start_new_session=True,  # replicas outlive the daemon; Ctrl-C is not theirs
             )
+        replica.pid = replica.popen.pid
         replica.state = ReplicaState.INITIALIZING
         replica.started_at = now
         replica.ready_at = None
@@ -92,9 +97,32 @@ class Supervisor:
         replica.signalled_at = None
 
     def poll_exit(self, replica: Replica) -> int | None:
-        if replica.popen is None:
+        if replica.popen is not None:
+            return replica.popen.poll()
+        if replica.pid is None:
             return None
-        return replica.popen.poll()
+        try:
+            gone = psutil.Process(replica.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            gone = True
+        return EXIT_UNKNOWN if gone else None
+
+    def measure_rss(self, replica: Replica) -> float:
+        """Resident memory of the replica: process 0 and every process it started."""
+        if replica.pid is None:
+            return 0.0
+        try:
+            root = psutil.Process(replica.pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        total = 0
+        for process in processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                continue
+        return float(total)
 
     def read_failure(self, replica: Replica) -> tuple[str, str] | None:
         """The error the runtime recorded when `__init__` failed, if it did."""
@@ -118,18 +146,17 @@ class Supervisor:
         self._signal(replica, signal.SIGKILL)
 
     def _signal(self, replica: Replica, sig: signal.Signals) -> None:
-        popen = replica.popen
-        if popen is None or popen.poll() is not None:
+        if replica.pid is None or self.poll_exit(replica) is not None:
             return
         # The whole session: process 0 and the sibling processes it started.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, sig)
+            os.killpg(replica.pid, sig)
 
     def kill_group(self, replica: Replica) -> None:
         """After process 0 has exited: its sibling processes must not outlive it."""
-        if replica.popen is not None:
+        if replica.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(replica.popen.pid, signal.SIGKILL)
+                os.killpg(replica.pid, signal.SIGKILL)
 
     def cleanup(self, replica: Replica) -> None:
         shutil.rmtree(replica.socket_dir, ignore_errors=True)
@@ -140,6 +167,8 @@ def exit_state(code: int) -> ReplicaState:
 
 
 def describe_exit(code: int) -> str:
+    if code == EXIT_UNKNOWN:
+        return "exited (its exit code is unknown: it was adopted after a daemon restart)"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"

@@ -4,43 +4,57 @@ from __future__ import annotations
 
 from typing import Any
 
-from berth.control.reconciler import DeployedAPI, Reconciler
+from berth.control.apis import DeployedAPI
+from berth.control.reconciler import Reconciler
 from berth.control.store import Store
 from berth.control.supervisor import Replica
 from berth.core.status import ReplicaState, ReplicaView, derive_status
 
 
 def replica_view(replica: Replica, version: str) -> ReplicaView:
-    return ReplicaView(state=replica.state, current=replica.version == version, failures=replica.failures)
+    return ReplicaView(state=replica.state, current=replica.version == version, failures=replica.failures,
+                       unplaceable=replica.pending_reason is not None)
 
 
 def summary(api: DeployedAPI, reconciler: Reconciler, gateway_url: str) -> dict[str, Any]:
     replicas = reconciler.replicas_of(api.name)
-    requested = api.spec.init_replicas
-    status = derive_status([replica_view(r, api.record.version) for r in replicas], requested)
+    status = derive_status([replica_view(r, api.record.version) for r in replicas], api.requested,
+                           rollout_failed=api.rollout_failed)
     route = reconciler.routes.by_api.get(api.name)
-    stats = route.stats.as_dict() if route else {}
-    error = next((r for r in reversed(replicas)
-                  if r.version == api.record.version and r.last_error and r.state is not ReplicaState.READY),
-                 None)
+    error, traceback = _error(api, replicas)
     return {
         "name": api.name,
         "status": str(status.status),
         "up_to_date": status.up_to_date,
         "stale": status.stale,
-        "requested": requested,
+        "requested": api.requested,
         "failed": status.failed,
         "version": api.record.version,
+        "serving_version": api.target.id,
         "endpoint": api.spec.endpoint,
         "url": gateway_url + api.spec.endpoint,
         "created_at": api.record.created_at,
         "last_update": api.record.updated_at,
-        "metrics": stats,
-        "in_flight": route.in_flight if route else 0,
-        "error": error.last_error if error else None,
-        "traceback": error.last_traceback if error else None,
+        "metrics": route.stats.as_dict() if route else {},
+        "in_flight": route.load if route else 0,
+        "error": error,
+        "traceback": traceback,
         "deleting": api.deleting,
     }
+
+
+def _error(api: DeployedAPI, replicas: list[Replica]) -> tuple[str | None, str | None]:
+    """The one reason to show: a failed rollout, else a failing replica, else missing compute."""
+    failing = next((r for r in reversed(replicas) if r.version == api.record.version and r.last_error
+                    and r.state is not ReplicaState.READY), None)
+    if api.rollout_failed:
+        return api.record.failed_reason, failing.last_traceback if failing else None
+    if failing is not None:
+        return failing.last_error, failing.last_traceback
+    pending = next((r for r in replicas if r.pending_reason), None)
+    if pending is not None:
+        return f"compute unavailable: replica {pending.id} {pending.pending_reason}", None
+    return None, None
 
 
 def detail(api: DeployedAPI, reconciler: Reconciler, store: Store, gateway_url: str, now: float) -> dict[str, Any]:
@@ -50,10 +64,12 @@ def detail(api: DeployedAPI, reconciler: Reconciler, store: Store, gateway_url: 
     view["replicas"] = [replica_row(r, now) for r in reconciler.replicas_of(api.name)]
     view["versions"] = [{"version": v, "deployed_at": at} for v, at in store.versions(api.name)]
     view["events"] = [{"at": e.at, "kind": e.kind, "message": e.message} for e in store.events(api.name)]
+    view["autoscaler"] = store.decisions(api.name, limit=10)
     return view
 
 
 def replica_row(replica: Replica, now: float) -> dict[str, Any]:
+    placement = replica.placement
     return {
         "id": replica.id,
         "version": replica.version,
@@ -63,4 +79,9 @@ def replica_row(replica: Replica, now: float) -> dict[str, Any]:
         "restarts": replica.restarts,
         "age": now - replica.created_at,
         "last_error": replica.last_error,
+        "pending_reason": replica.pending_reason,
+        "cpu": placement.cpu if placement else None,
+        "mem": placement.mem if placement else None,
+        "gpus": [list(g) for g in placement.gpus] if placement else [],
+        "rss": replica.rss,
     }

@@ -8,6 +8,7 @@ keep-alive connection, and forward the response bytes as they arrive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -32,6 +33,7 @@ MAX_PIPELINED = 64
 LINGER_SECONDS = 2.0
 
 AdminHandler = Callable[[str], tuple[int, bytes, bytes]]
+Wake = Callable[[str], None]
 
 
 @dataclass
@@ -71,10 +73,12 @@ class Exchange:
 class Gateway:
     """Owns the routing table and the listening socket; one ClientConnection per client."""
 
-    def __init__(self, routes: RoutingTable, settings: GatewaySettings, admin: AdminHandler) -> None:
+    def __init__(self, routes: RoutingTable, settings: GatewaySettings, admin: AdminHandler,
+                 wake: Wake = lambda api: None) -> None:
         self.routes = routes
         self.settings = settings
         self.admin = admin
+        self.wake = wake  # asks the control plane for a replica of an API scaled to zero
         self.server: asyncio.Server | None = None
         self._id_prefix = os.urandom(4).hex().encode()
         self._counter = 0
@@ -103,6 +107,7 @@ class ClientConnection(asyncio.Protocol):
         self.pending: deque[ParsedRequest] = deque()
         self.exchange: Exchange | None = None
         self.upstream_connection: UpstreamConnection | None = None
+        self.held: Held | None = None
         self._reset_message()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -122,6 +127,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pending.clear()
+        if self.held is not None:
+            self.held.cancel()
+            self.held = None
 
     def pause_writing(self) -> None:
         if self.upstream_connection is not None:
@@ -194,7 +202,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- proxying ---------------------------------------------------------------------------
     def _start_next(self) -> None:
-        while self.pending and self.exchange is None and not self.closed:
+        while self.pending and self.exchange is None and self.held is None and not self.closed:
             self._dispatch(self.pending.popleft())
 
     def _dispatch(self, request: ParsedRequest) -> None:
@@ -204,6 +212,9 @@ class ClientConnection(asyncio.Protocol):
             self._answer_locally(request, path.decode("latin-1"))
             return
         if not route.upstreams:
+            if route.holds:
+                self._hold(route, request)
+                return
             self._respond(request, 503, f"API {route.api!r} has no ready replica yet; "
                           f"see `berth get {route.api}`", b"no-ready-replica", route)
             return
@@ -258,6 +269,36 @@ class ClientConnection(asyncio.Protocol):
             connection.send(exchange.data, self)
             return
 
+    # --- scale from zero ----------------------------------------------------------------------
+    def _hold(self, route: Route, request: ParsedRequest) -> None:
+        """Wait for a replica of an API scaled to zero, within the queue bound and the timeout."""
+        if len(route.waiting) >= route.hold_limit:
+            self._respond(request, 503, f"API {route.api!r} is starting a replica and already holds "
+                          f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
+                          b"scale-from-zero-queue-full", route)
+            return
+        held = Held(self, route, request)
+        self.held = held
+        route.waiting.append(held.resume)
+        held.timer = asyncio.get_running_loop().call_later(route.hold_timeout, held.expire)
+        self.gateway.wake(route.api)
+
+    def resume_held(self, held: Held) -> None:
+        if self.held is not held or self.closed:
+            return
+        self.held = None
+        self._dispatch(held.request)
+        self._start_next()
+
+    def expire_held(self, held: Held) -> None:
+        if self.held is not held:
+            return
+        self.held = None
+        self._respond(held.request, 503, f"no replica of API {held.route.api!r} became ready within "
+                      f"{held.route.hold_timeout:g}s (scale_from_zero_timeout); see `berth get {held.route.api}`",
+                      b"scale-from-zero-timeout", held.route)
+        self._start_next()
+
     # --- ResponseSink (called by the upstream connection) -------------------------------------
     def forward(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
@@ -276,10 +317,25 @@ class ClientConnection(asyncio.Protocol):
         exchange.route.stats.record(status, time.perf_counter() - exchange.started)
         self._after_response(exchange.keep_alive)
 
-    def upstream_lost(self, answered: bool) -> None:
-        exchange = self._end_exchange()
-        if exchange is None:
+    def upstream_lost(self, answered: bool, delivered: bool) -> None:
+        if not answered and not delivered and self.exchange is not None:
+            # The replica died before it could read the request (broken pipe, reset with the
+            # request unread): nothing was processed, so another replica may take it.
+            exchange = self.exchange
+            self.upstream_connection = None
+            exchange.upstream.in_flight -= 1
+            exchange.tried.append(exchange.upstream)
+            following = exchange.route.pick(exclude=exchange.tried)
+            if following is not None:
+                exchange.upstream = following
+                following.in_flight += 1
+                asyncio.get_running_loop().create_task(self._connect(exchange))
+                return
+            exchange.upstream.in_flight += 1  # released once below, with the route's count
+        ended = self._end_exchange()
+        if ended is None:
             return
+        exchange = ended
         if answered:
             exchange.route.stats.record(502, time.perf_counter() - exchange.started)
             self._close()
@@ -350,6 +406,36 @@ class ClientConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
+
+
+class Held:
+    """A request waiting for an API scaled to zero to get a ready replica."""
+
+    __slots__ = ("connection", "request", "route", "timer")
+
+    def __init__(self, connection: ClientConnection, route: Route, request: ParsedRequest) -> None:
+        self.connection = connection
+        self.route = route
+        self.request = request
+        self.timer: asyncio.TimerHandle | None = None
+
+    def resume(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.connection.resume_held(self)
+
+    def expire(self) -> None:
+        self.drop()
+        self.connection.expire_held(self)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.drop()
+
+    def drop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.route.waiting.remove(self.resume)
 
 
 def _request_head(request: ParsedRequest, target: bytes) -> bytes:

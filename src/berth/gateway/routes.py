@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,19 @@ class Route:
         self.in_flight = 0
         self.stats = APIStats()
         self._next = 0
+        # Scale from zero: requests wait here (as callbacks that resume them) until a replica is ready.
+        self.holds = False
+        self.hold_limit = 0
+        self.hold_timeout = 0.0
+        self.waiting: deque[Callable[[], None]] = deque()
+
+    def hold_requests(self, enabled: bool, limit: int, timeout: float) -> None:
+        self.holds, self.hold_limit, self.hold_timeout = enabled, limit, timeout
+
+    @property
+    def load(self) -> int:
+        """In flight from the clients' point of view: sent to replicas, or held for one."""
+        return self.in_flight + len(self.waiting)
 
     def pick(self, exclude: Iterable[Upstream] = ()) -> Upstream | None:
         candidates = [u for u in self.upstreams if u not in exclude] if exclude else self.upstreams
@@ -84,10 +97,12 @@ class Route:
         for upstream in removed:
             upstream.retired = True
             upstream.close_idle()
+        while self.upstreams and self.waiting:
+            self.waiting.popleft()()
         return removed
 
     def gauge(self) -> APIGauge:
-        return APIGauge(api=self.api, stats=self.stats, in_flight=self.in_flight,
+        return APIGauge(api=self.api, stats=self.stats, in_flight=self.load,
                         ready_endpoints=len(self.upstreams))
 
 

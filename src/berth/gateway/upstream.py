@@ -15,7 +15,7 @@ class ResponseSink(Protocol):
 
     def response_complete(self, status: int) -> None: ...
 
-    def upstream_lost(self, answered: bool) -> None: ...
+    def upstream_lost(self, answered: bool, delivered: bool) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -69,7 +69,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         sink, self.sink = self.sink, None
         if sink is not None:
-            sink.upstream_lost(self.answered)
+            # EPIPE on our write, or a reset (the peer closed with our request unread): the replica
+            # process never read the request. A clean EOF means it may have.
+            unread = isinstance(exc, BrokenPipeError | ConnectionResetError)
+            sink.upstream_lost(self.answered, delivered=not unread)
 
     def pause_client_reads(self) -> None:
         if self.transport is not None and not self.closed:

@@ -1,0 +1,86 @@
+"""`berth describe` (replicas, placement, versions, autoscaler decisions, events) and `berth refresh`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from berth.cli import render
+from berth.cli.context import CLIContext, pass_context
+from berth.config.units import format_bytes
+
+
+@click.command()
+@click.argument("api")
+@click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+@pass_context
+def describe(obj: CLIContext, api: str, output: str) -> None:
+    """Everything about API: replicas and their placement, versions, autoscaler decisions, events."""
+    data = obj.client().get_api(api)
+    if output == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    now = time.time()
+    console = obj.console
+    serving = "" if data["serving_version"] == data["version"] else f" (serving {data['serving_version']})"
+    console.print(f"[bold]{escape(data['name'])}[/bold]  {render.styled(data['status'])}  "
+                  f"requested {data['requested']}  version {data['version']}{serving}  "
+                  f"in flight {data['in_flight']}", soft_wrap=True)
+    console.print(f"endpoint: {data['url']}", soft_wrap=True)
+    if data.get("error"):
+        console.print(f"[red]error:[/red] {escape(data['error'])}", soft_wrap=True)
+    console.print()
+    console.print(_replicas(data["replicas"], now) if data["replicas"] else "no replicas")
+    if data.get("autoscaler"):
+        console.print("\n[bold]autoscaler decisions[/bold] (every 10 s)")
+        console.print(_decisions(data["autoscaler"], now))
+    console.print("\n[bold]versions[/bold]")
+    for version in data.get("versions", []):
+        console.print(f"  {version['version']}  deployed {render.age(now - version['deployed_at'])} ago")
+    console.print("\n[bold]events[/bold]")
+    for event in data.get("events", [])[-15:]:
+        console.print(f"  {render.age(now - event['at']):>4} ago  {escape(event['message'])}", soft_wrap=True)
+
+
+def _replicas(replicas: list[dict[str, Any]], now: float) -> Table:
+    table = render.table("replica", "version", "status", "pid", "restarts", "age", "cpu", "mem", "gpu", "rss",
+                         "note")
+    for r in replicas:
+        gpus = ",".join(f"{index}:{share:g}" for index, share in r["gpus"]) or "-"
+        mem = format_bytes(r["mem"]) if r["mem"] else "-"
+        rss = f"{r['rss'] / 2**20:.0f}Mi" if r["rss"] else "-"
+        cpu = f"{r['cpu']:g}" if r["cpu"] is not None else "-"
+        note = r.get("pending_reason") or r.get("last_error") or ""
+        table.add_row(r["id"], r["version"], render.styled(r["status"]), str(r["pid"] or "-"), str(r["restarts"]),
+                      render.age(r["age"]), cpu, mem, gpus, rss, escape(note))
+    return table
+
+
+def _decisions(decisions: list[dict[str, Any]], now: float) -> Table:
+    table = render.table("when", "avg in flight", "target", "raw", "current", "factor floor", "factor ceil",
+                         "recommended", "stab. floor", "stab. ceil", "request")
+    for d in decisions[-8:]:
+        table.add_row(f"{render.age(now - d['at'])} ago", f"{d['avg_in_flight']:.3g}",
+                      f"{d['target_replica_concurrency']:g}", f"{d['raw_recommendation']:.3g}",
+                      str(d["current_replicas"]), str(d["downscale_factor_floor"]), str(d["upscale_factor_ceil"]),
+                      str(d["recommendation"]), _dash(d["downscale_stabilization_floor"]),
+                      _dash(d["upscale_stabilization_ceil"]), str(d["request"]))
+    return table
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+@click.command()
+@click.argument("api")
+@pass_context
+def refresh(obj: CLIContext, api: str) -> None:
+    """Restart every replica of API without downtime (a rolling update to the same code)."""
+    result = obj.client().refresh(api)
+    obj.console.print(f"restarting {escape(result['api'])} (version {result['version']})")

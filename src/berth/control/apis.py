@@ -1,0 +1,53 @@
+"""An API as the control plane holds it: its latest deploy, and the version it should run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from berth.config.schema import RealtimeAPI
+from berth.control.store import APIRecord
+
+
+@dataclass(frozen=True)
+class Version:
+    """What replicas of one version run."""
+
+    id: str
+    spec: RealtimeAPI
+    project: Path
+
+
+@dataclass
+class DeployedAPI:
+    record: APIRecord
+    spec: RealtimeAPI
+    project: Path
+    deleting: bool = False
+    # The version serving while the latest one's rollout has failed (it never became ready).
+    fallback: Version | None = None
+    versions: dict[str, Version] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.versions.setdefault(self.record.version, Version(self.record.version, self.spec, self.project))
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def latest(self) -> Version:
+        return self.versions[self.record.version]
+
+    @property
+    def target(self) -> Version:
+        """The version the reconciler converges to."""
+        return self.fallback or self.latest
+
+    @property
+    def rollout_failed(self) -> bool:
+        return self.record.failed_version == self.record.version and self.fallback is not None
+
+    @property
+    def requested(self) -> int:
+        return self.record.requested
