@@ -94,3 +94,52 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
                 return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Load:
+    """Closed-loop clients posting to a URL until stopped; every response is counted."""
+
+    def __init__(self, url: str, clients: int, payload: object = 0) -> None:
+        import threading
+
+        self.url = url
+        self.payload = payload
+        self.results: list[tuple[int, str]] = []  # (status, x-berth-reason); status 0 = no response
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _client(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=60) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post(self.url, json=self.payload)
+                    result = (response.status_code, response.headers.get("x-berth-reason", ""))
+                except httpx.HTTPError as exc:
+                    result = (0, type(exc).__name__)
+                with self._lock:
+                    self.results.append(result)
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.results)
+
+    def failures(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return [r for r in self.results if r[0] != 200]

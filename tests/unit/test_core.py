@@ -228,3 +228,22 @@ def test_placements_never_overcommit(requests: list[tuple[float, float]]) -> Non
             used.append(result)
     assert sum(p.cpu for p in used) <= CAPACITY.cpu + 1e-6
     assert all(share >= -1e-6 for share in free_gpu_shares(CAPACITY, used).values())
+
+
+replica_views = st.builds(ReplicaView, states, st.booleans(), st.integers(0, 3), st.booleans())
+
+
+@given(st.lists(replica_views, max_size=10), st.integers(0, 5), st.booleans())
+def test_status_properties(views: list[ReplicaView], requested: int, rollout_failed: bool) -> None:
+    summary = derive_status(views, requested, rollout_failed)
+    ready_current = sum(v.current and v.state is R.READY for v in views)
+    assert summary.up_to_date == ready_current
+    if rollout_failed:  # a failed rollout is never reported as healthy
+        assert summary.status in (APIStatus.ERROR, APIStatus.ERROR_OOM)
+    elif ready_current >= requested:
+        assert summary.status is APIStatus.LIVE
+    else:
+        assert summary.status is not APIStatus.LIVE
+        crash_looping = any(v.current and v.failures and v.state is not R.READY for v in views)
+        if crash_looping:  # Cortex issue 1680: never `updating` forever while replicas crash
+            assert summary.status in (APIStatus.ERROR, APIStatus.ERROR_OOM)

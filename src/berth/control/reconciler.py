@@ -329,7 +329,7 @@ class Reconciler:
             late = now - replica.started_at > self.timeouts.readiness
             if replica.state is ReplicaState.INITIALIZING and replica.exit_code is None and late:
                 self.supervisor.kill(replica)
-                replica.exit_code = -9
+                replica.exit_code = -signal.SIGKILL  # counted here, so the reaper does not count it again
                 self._failed(replica, now, f"not ready within {self.timeouts.readiness:g}s", None)
 
     def _enforce_memory(self, now: float) -> None:
@@ -341,10 +341,11 @@ class Reconciler:
             version = api.versions.get(replica.version) if api else None
             limit = version.spec.compute.mem if version else None
             if limit and replica.rss > limit:
-                replica.state = ReplicaState.KILLED_OOM
-                replica.last_error = (f"out of memory: {replica.rss / 2**20:.0f} MiB resident, "
-                                      f"limit {limit / 2**20:.0f} MiB")
                 self.supervisor.kill(replica)
+                replica.state = ReplicaState.KILLED_OOM
+                replica.exit_code = -signal.SIGKILL  # counted here, so the reaper does not count it again
+                self._failed(replica, now, f"out of memory: {replica.rss / 2**20:.0f} MiB resident, "
+                             f"limit {limit / 2**20:.0f} MiB (compute.mem)", None)
 
     def _sync_routes(self) -> None:
         for name in self.apis:
