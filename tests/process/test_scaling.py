@@ -188,3 +188,56 @@ def test_a_replica_over_its_memory_limit_is_killed(berth: Berth, tmp_path: Path)
     berth.run("deploy", str(project))
     wait_for(lambda: berth.get("api")["status"] == "error (out of memory)", 30, "the out-of-memory status")
     assert "out of memory" in berth.get("api")["error"]
+
+
+def test_a_replica_that_never_becomes_ready_fails_the_rollout(berth: Berth, tmp_path: Path) -> None:
+    berth.run("cluster", "up", "--readiness-timeout", "2")
+    project = write_project(tmp_path / "p", spec(), SLEEPY)
+    berth.run("deploy", str(project), "--wait")
+    (project / "predictor.py").write_text(SLEEPY.replace('self.tag = config.get("tag", "one")',
+                                                          'time.sleep(3600)'))
+    berth.run("deploy", str(project))
+    wait_for(lambda: "not ready within 2s" in (berth.get("api")["error"] or ""), 60, "the readiness timeout")
+    wait_for(lambda: berth.get("api")["status"] == "error" and "rollout of version" in berth.get("api")["error"],
+             60, "the rollback")
+    assert httpx.post(f"{berth.base_url}/api", json=0).json()["tag"] == "one"
+
+
+def test_a_deploy_during_a_rollout_supersedes_it(berth: Berth, tmp_path: Path) -> None:
+    project = write_project(tmp_path / "p", spec(), SLEEPY)
+    berth.run("deploy", str(project), "--wait")
+    slow = SLEEPY.replace('self.tag = config.get("tag", "one")', 'time.sleep(3)\n        self.tag = "two"')
+    (project / "predictor.py").write_text(slow)
+    berth.run("deploy", str(project))
+    wait_for(lambda: any(r["status"] == "initializing" for r in berth.get("api")["replicas"]), 20,
+             "version two to be starting")
+    (project / "predictor.py").write_text(SLEEPY.replace('config.get("tag", "one")', '"three"'))
+    assert berth.run("deploy", str(project), "--wait").stdout.startswith("updating api")
+    final = berth.get("api")
+    wait_for(lambda: len(berth.get("api")["replicas"]) == 1, 30, "the superseded replicas to go")
+    assert {r["version"] for r in berth.get("api")["replicas"]} == {final["version"]}
+    assert httpx.post(f"{berth.base_url}/api", json=0).json()["tag"] == "three"
+
+
+ENVIRONMENT = """
+import os
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return {name: os.environ.get(name) for name in payload}
+"""
+
+
+def test_replicas_get_thread_caps_and_gpus_from_their_compute(berth: Berth, tmp_path: Path) -> None:
+    extra = "  compute: {cpu: 2}\n"
+    berth.run("deploy", str(write_project(tmp_path / "p", spec(extra=extra), ENVIRONMENT)), "--wait")
+    seen = httpx.post(f"{berth.base_url}/api", json=["OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"])
+    assert seen.json() == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}
+    def replica() -> dict[str, object]:
+        return json.loads(berth.run("describe", "api", "-o", "json").stdout)["replicas"][0]  # type: ignore[no-any-return]
+
+    assert replica()["cpu"] == 2
+    wait_for(lambda: replica()["rss"], 10, "resident memory to be measured")

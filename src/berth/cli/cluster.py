@@ -9,6 +9,7 @@ import click
 from berth.cli.context import CLIContext, pass_context
 from berth.control.daemon import DaemonSettings, run
 from berth.control.launcher import daemon_info, stop_daemon
+from berth.control.reconciler import Timeouts
 from berth.errors import DaemonUnavailable
 
 
@@ -22,8 +23,11 @@ def cluster() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Gateway port (default: --port / BERTH_PORT).")
 @click.option("--host", default=None, help="Gateway address (default 127.0.0.1).")
+@click.option("--readiness-timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds a replica may take to become ready before it counts as failed (default 600).")
 @pass_context
-def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None) -> None:
+def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None,
+       readiness_timeout: float | None) -> None:
     """Start the daemon (gateway, supervisor, management API)."""
     obj.port = port or obj.port
     obj.host = host or obj.host
@@ -34,9 +38,10 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None) ->
         return
     if foreground:
         obj.err.print(f"berth daemon: gateway http://{obj.host}:{obj.port}, home {obj.home} (Ctrl-C stops it)")
-        run(DaemonSettings(paths=obj.paths, host=obj.host, port=obj.port), os.environ)
+        timeouts = Timeouts(readiness=readiness_timeout) if readiness_timeout else Timeouts()
+        run(DaemonSettings(paths=obj.paths, host=obj.host, port=obj.port, timeouts=timeouts), os.environ)
         return
-    obj.ensure_daemon()
+    obj.ensure_daemon(readiness_timeout)
 
 
 @cluster.command()

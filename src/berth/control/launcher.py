@@ -50,7 +50,8 @@ def _spawn_lock(paths: Paths) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_daemon(paths: Paths, host: str, port: int, timeout: float = START_TIMEOUT) -> Started:
+def ensure_daemon(paths: Paths, host: str, port: int, readiness_timeout: float | None = None,
+                  timeout: float = START_TIMEOUT) -> Started:
     info = daemon_info(paths)
     if info is not None:
         return Started(info, started=False)
@@ -58,15 +59,15 @@ def ensure_daemon(paths: Paths, host: str, port: int, timeout: float = START_TIM
         info = daemon_info(paths)
         if info is not None:
             return Started(info, started=False)
-        return Started(_spawn(paths, host, port, timeout), started=True)
+        options = ["--readiness-timeout", str(readiness_timeout)] if readiness_timeout else []
+        return Started(_spawn(paths, ["--host", host, "--port", str(port), *options], timeout), started=True)
 
 
-def _spawn(paths: Paths, host: str, port: int, timeout: float) -> dict[str, Any]:
+def _spawn(paths: Paths, options: list[str], timeout: float) -> dict[str, Any]:
     log_start = paths.daemon_log.stat().st_size if paths.daemon_log.exists() else 0
     with paths.daemon_log.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "berth.control", "--home", str(paths.home), "--host", host,
-             "--port", str(port)],
+            [sys.executable, "-m", "berth.control", "--home", str(paths.home), *options],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + timeout
