@@ -24,24 +24,12 @@ import httpx
 from common import REPO, BerthInstance
 
 sys.path.insert(0, str(REPO))
-from tests.process.harness import Load, wait_for  # the tests' closed-loop load generator
-
-PREDICTOR = """
-import os, time
-
-class PythonPredictor:
-    def __init__(self, config):
-        self.tag = config.get("tag", "one")
-
-    def predict(self, payload):
-        time.sleep(float(payload))
-        return {"pid": os.getpid(), "tag": self.tag}
-"""
+from tests.process.harness import SLEEPY, Load, wait_for  # the tests' closed-loop load generator
 
 
 def project(folder: Path, name: str, autoscaling: str, tag: str = "one", extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "predictor.py").write_text(textwrap.dedent(PREDICTOR))
+    (folder / "predictor.py").write_text(textwrap.dedent(SLEEPY))
     (folder / "berth.yaml").write_text(textwrap.dedent(f"""
     - name: {name}
       kind: RealtimeAPI

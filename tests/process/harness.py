@@ -23,6 +23,20 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
 
+# A predictor that sleeps for the payload's seconds and says which process and config answered.
+SLEEPY = """
+import os, time
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.tag = config.get("tag", "one")
+
+    def predict(self, payload):
+        time.sleep(float(payload))
+        return {"pid": os.getpid(), "tag": self.tag}
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

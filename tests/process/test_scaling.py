@@ -12,19 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.process.harness import Berth, Load, wait_for, write_project
-
-SLEEPY = """
-import os, time
-
-class PythonPredictor:
-    def __init__(self, config):
-        self.tag = config.get("tag", "one")
-
-    def predict(self, payload):
-        time.sleep(float(payload))
-        return {"pid": os.getpid(), "tag": self.tag}
-"""
+from tests.process.harness import SLEEPY, Berth, Load, wait_for, write_project
 
 
 def spec(name: str = "api", tag: str = "one", autoscaling: str = "", extra: str = "") -> str:
