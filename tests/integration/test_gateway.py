@@ -203,3 +203,19 @@ async def test_malformed_http_is_a_400() -> None:
 async def test_admin_paths(tmp_path: Path) -> None:
     async with gateway() as (_gw, url), httpx.AsyncClient() as client:
         assert (await client.get(f"{url}/_berth/healthz")).text == "ok"
+
+
+async def test_a_request_the_replica_never_read_goes_to_another(tmp_path: Path) -> None:
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # accepts, then dies without reading: like a replica SIGKILLed mid-accept
+
+    dying = await asyncio.start_unix_server(slam, str(tmp_path / "dying.sock"))
+    try:
+        async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+            route(gw, [str(tmp_path / "dying.sock"), *sockets])
+            statuses = [(await client.post(f"{url}/t", json=i)).status_code for i in range(10)]
+            assert statuses == [200] * 10
+            assert gw.routes.by_api["t"].in_flight == 0
+            assert all(u.in_flight == 0 for u in gw.routes.by_api["t"].upstreams)
+    finally:
+        dying.close()

@@ -248,19 +248,12 @@ class ClientConnection(asyncio.Protocol):
                 _, connection = await loop.create_unix_connection(
                     functools.partial(UpstreamConnection, upstream.release), upstream.target.socket_path)
             except OSError:
-                # Nothing was sent, so another replica may take it (the only safe retry).
-                exchange.upstream.in_flight -= 1
-                exchange.tried.append(upstream)
-                following = exchange.route.pick(exclude=exchange.tried)
-                if following is None:
-                    exchange.route.in_flight -= 1
-                    self.exchange = None
-                    self._fail(exchange, 503, b"replica-unreachable",
-                               f"no replica of API {exchange.route.api!r} accepted a connection")
-                    return
-                exchange.upstream = following
-                following.in_flight += 1
-                continue
+                if self._move_to_another(exchange):
+                    continue
+                self._end_exchange()
+                self._fail(exchange, 503, b"replica-unreachable",
+                           f"no replica of API {exchange.route.api!r} accepted a connection")
+                return
             if self.closed:
                 exchange.release()
                 upstream.release(connection)
@@ -317,25 +310,28 @@ class ClientConnection(asyncio.Protocol):
         exchange.route.stats.record(status, time.perf_counter() - exchange.started)
         self._after_response(exchange.keep_alive)
 
+    def _move_to_another(self, exchange: Exchange) -> bool:
+        """Hand a request its replica never read to one not tried yet (the only safe retry)."""
+        exchange.upstream.in_flight -= 1
+        exchange.tried.append(exchange.upstream)
+        following = exchange.route.pick(exclude=exchange.tried)
+        if following is None:
+            exchange.upstream.in_flight += 1  # the caller ends the exchange, which releases it once
+            return False
+        exchange.upstream = following
+        following.in_flight += 1
+        return True
+
     def upstream_lost(self, answered: bool, delivered: bool) -> None:
-        if not answered and not delivered and self.exchange is not None:
-            # The replica died before it could read the request (broken pipe, reset with the
-            # request unread): nothing was processed, so another replica may take it.
-            exchange = self.exchange
+        current = self.exchange
+        if current is not None and not answered and not delivered and self._move_to_another(current):
+            # The replica died before reading the request (broken pipe, or reset with it unread).
             self.upstream_connection = None
-            exchange.upstream.in_flight -= 1
-            exchange.tried.append(exchange.upstream)
-            following = exchange.route.pick(exclude=exchange.tried)
-            if following is not None:
-                exchange.upstream = following
-                following.in_flight += 1
-                asyncio.get_running_loop().create_task(self._connect(exchange))
-                return
-            exchange.upstream.in_flight += 1  # released once below, with the route's count
-        ended = self._end_exchange()
-        if ended is None:
+            asyncio.get_running_loop().create_task(self._connect(current))
             return
-        exchange = ended
+        exchange = self._end_exchange()
+        if exchange is None:
+            return
         if answered:
             exchange.route.stats.record(502, time.perf_counter() - exchange.started)
             self._close()
