@@ -1,5 +1,6 @@
 """The replica's ASGI app in-process, through Starlette's TestClient (lifespan included)."""
 
+import asyncio
 import textwrap
 import threading
 import time
@@ -237,3 +238,37 @@ def test_a_predictor_that_cannot_load_calls_on_fatal(tmp_path: Path, init: str, 
         wait_ready(client)
         assert client.get("/readyz").status_code == 503
     assert len(failures) == 1 and message in str(failures[0])
+
+
+BATCHED = """
+import asyncio, time
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.sizes = []
+
+    {kind}def predict(self, payload, query_params):
+        self.sizes.append(len(payload))
+        if any(q.get("fail") for q in query_params):
+            raise RuntimeError("the batch broke")
+        return [{{"doubled": p * 2}} for p in payload]
+"""
+
+
+@pytest.mark.parametrize("kind", ["", "async "])
+@pytest.mark.anyio
+async def test_server_side_batching_gathers_concurrent_requests(tmp_path: Path, kind: str) -> None:
+    import httpx
+
+    app = make_app(tmp_path, BATCHED.format(kind=kind),
+                   server_side_batching={"max_batch_size": 4, "batch_interval": "200ms"})
+    await app.load()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://replica") as client:
+        responses = await asyncio.gather(*(client.post("/", json=i) for i in range(8)))
+        assert [r.json() for r in responses] == [{"doubled": i * 2} for i in range(8)]
+        assert app.instance.sizes == [4, 4]
+        failed = await asyncio.gather(client.post("/?fail=1", json=1), client.post("/", json=2))
+        assert [r.status_code for r in failed] == [500, 500]
+        assert "the batch broke" in failed[1].json()["error"]
+        metrics = (await client.get("/metrics")).text
+        assert "berth_replica_batch_size_count" in metrics and "berth_replica_batch_wait_seconds" in metrics

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from berth.config.schema import RealtimeAPI
 from berth.runtime import predictor as loader
+from berth.runtime.batching import Batcher, BatchError
 from berth.runtime.payload import PayloadError, parse_payload
 from berth.runtime.response import SerialisationError, encode, error_body
 
@@ -59,6 +60,18 @@ class ReplicaMetrics:
         self.by_class = {code: requests.labels(api_name=api, code=code) for code in ("2XX", "4XX", "5XX")}
         self.latency = Histogram("berth_replica_request_seconds", "Predict latency", list(labels),
                                  registry=self.registry).labels(**labels)
+        self.batch_size = Histogram("berth_replica_batch_size", "Requests per predict call (server-side batching)",
+                                    list(labels), registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)).labels(**labels)
+        self.batch_wait = Histogram("berth_replica_batch_wait_seconds",
+                                    "Time a batch's first request waited for the batch to close", list(labels),
+                                    registry=self.registry,
+                                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+                                    ).labels(**labels)
+
+    def observe_batch(self, size: int, waited: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_wait.observe(waited)
 
     def observe(self, status: int, seconds: float) -> None:
         self.by_class.get(f"{status // 100}XX", self.by_class["5XX"]).inc()
@@ -76,6 +89,7 @@ class ReplicaApp:
         self.instance: Any = None
         self.predict: loader.BoundMethod | None = None
         self.post_predict: loader.BoundMethod | None = None
+        self.batcher: Batcher | None = None
         threads = settings.api.predictor.threads_per_process
         # With one thread, the event loop's thread is that thread: handing each call to a pool
         # thread and back costs a wake-up and a GIL switch per request (a third of the req/s and
@@ -136,6 +150,10 @@ class ReplicaApp:
         self.instance = loader.construct(cls, settings.api.predictor.config)
         self.predict = loader.bind_predict(self.instance)
         self.post_predict = loader.bind(self.instance, "post_predict", loader.POST_PREDICT_ARGS)
+        batching = settings.api.predictor.server_side_batching
+        if batching is not None:
+            self.batcher = Batcher(self._call_batch, self.predict.args, batching.max_batch_size,
+                                   batching.batch_interval, self.metrics.observe_batch)
 
     async def _handle_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -171,13 +189,11 @@ class ReplicaApp:
         if "headers" in predict.args:
             values["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            if predict.is_async:
-                result = await predict.call(values)
-            elif self.inline:
-                result = predict.call(values)
-            else:
-                result = await asyncio.get_running_loop().run_in_executor(self.executor, predict.call, values)
+            result = await (self.batcher.submit(values) if self.batcher else self._call(predict, values))
             encoded = encode(result)
+        except BatchError as exc:
+            log.error("request %s: %s", request_id, exc, exc_info=exc.__cause__)
+            return await _send(send, 500, error_body(str(exc), request_id), JSON, request_id)
         except SerialisationError as exc:
             log.error("request %s: %s", request_id, exc)
             return await _send(send, 500, error_body(str(exc), request_id), JSON, request_id)
@@ -192,6 +208,17 @@ class ReplicaApp:
             status = await _send(send, 200, encoded[0], encoded[1], request_id)
         self._after(values, result)
         return status
+
+    async def _call(self, predict: loader.BoundMethod, values: dict[str, Any]) -> Any:
+        if predict.is_async:
+            return await predict.call(values)
+        if self.inline:
+            return predict.call(values)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, predict.call, values)
+
+    async def _call_batch(self, batch: dict[str, list[Any]]) -> Any:
+        assert self.predict is not None
+        return await self._call(self.predict, batch)
 
     def _after(self, values: dict[str, Any], result: Any) -> None:
         post = self.post_predict
