@@ -221,6 +221,14 @@ def _model_in(annotation: Any) -> Any:
 def _check_predictor(
     api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_, tuple[int, int]], label: str
 ) -> list[str]:
+    return [*_check_models(api, root, prefix, marks, label), *_check_predictor_file(api, root, prefix, marks, label)]
+
+
+def _check_predictor_file(
+    api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_, tuple[int, int]], label: str
+) -> list[str]:
+    if api.predictor.path is None:
+        return []
     where = _where(label, marks, (*prefix, "predictor", "path"))
     path = (root / api.predictor.path).resolve()
     if not path.is_file():
@@ -235,10 +243,23 @@ def _check_predictor(
     except (OSError, UnicodeDecodeError) as exc:
         return [f"{where}: predictor.path: cannot read {path}: {exc}"]
     classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
-    if "PythonPredictor" not in classes:
+    wanted = api.predictor.class_name
+    if wanted not in classes:
         found = ", ".join(classes) if classes else "none"
-        return [f"{where}: predictor.path: {path.name} defines no class PythonPredictor (classes found: {found})"]
+        return [f"{where}: predictor.path: {path.name} defines no class {wanted} (classes found: {found})"]
     return []
+
+
+def _check_models(api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_, tuple[int, int]],
+                  label: str) -> list[str]:
+    models = api.predictor.models
+    if models is None:
+        return []
+    where = _where(label, marks, (*prefix, "predictor", "models"))
+    paths = [models.path] if models.path else [p.path for p in models.paths or ()] if models.paths else [models.dir]
+    return [f"{where}: predictor.models: not found: {(root / p).resolve()} (paths are relative to the folder "
+            f"holding {label}; remote s3:// models are not supported yet)"
+            for p in paths if p is not None and not (root / p).exists()]
 
 
 def _duplicates(

@@ -41,9 +41,42 @@ class ServerSideBatching(Model):
         return value
 
 
-class Predictor(Model):
-    type: Literal["python"]
+class ModelPath(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     path: str
+
+
+class Models(Model):
+    """Where models live (Cortex's `predictor.models`): one `path`, named `paths`, or a `dir` of them.
+
+    A model's path is a model file, or a folder of version folders (`1/`, `2/`, ...; "latest" is
+    the highest). Paths are relative to the project folder.
+    """
+
+    path: str | None = None
+    paths: tuple[ModelPath, ...] | None = None
+    dir: str | None = None
+    cache_size: int | None = Field(default=None, gt=0)  # models kept loaded in memory (LRU)
+    disk_cache_size: int | None = Field(default=None, gt=0)  # accepted for Cortex; models are local files
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Models:
+        given = [name for name in ("path", "paths", "dir") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, paths or dir (got {', '.join(given) or 'none'})")
+        if self.paths is not None and len({p.name for p in self.paths}) != len(self.paths):
+            raise ValueError("model names in paths must be unique")
+        if (self.cache_size is None) != (self.disk_cache_size is None):
+            raise ValueError("cache_size and disk_cache_size go together (Cortex's rule)")
+        if self.cache_size and self.disk_cache_size and self.cache_size > self.disk_cache_size:
+            raise ValueError("cache_size must not exceed disk_cache_size")
+        return self
+
+
+class Predictor(Model):
+    type: Literal["python", "onnx"]
+    path: str | None = None  # required for python; optional for onnx (inputs then go straight to the model)
+    models: Models | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     python_path: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -55,12 +88,33 @@ class Predictor(Model):
     @field_validator("type", mode="before")
     @classmethod
     def _known_type(cls, value: object) -> object:
-        if value in ("onnx", "tensorflow"):
-            raise ValueError(
-                f"predictor type {value!r} is not supported yet; use type: python "
-                "and load the model in your PythonPredictor"
-            )
+        if value == "tensorflow":
+            raise ValueError("predictor type 'tensorflow' is not supported; export the model to ONNX and use "
+                             "type: onnx, or load it in a type: python predictor")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cortex_names(cls, data: object) -> object:
+        # Cortex v0.25 called the python predictor's models `multi_model_reloading`.
+        if isinstance(data, dict) and "multi_model_reloading" in data and "models" not in data:
+            data = {**data, "models": data["multi_model_reloading"]}
+            del data["multi_model_reloading"]
+        return data
+
+    @model_validator(mode="after")
+    def _needs(self) -> Predictor:
+        if self.type == "python" and not self.path:
+            raise ValueError("a python predictor needs path: the file holding class PythonPredictor")
+        if self.type == "onnx" and self.models is None:
+            raise ValueError("an onnx predictor needs models: {path: model.onnx} (or paths, or dir)")
+        if self.models and self.models.cache_size and self.processes_per_replica > 1:
+            raise ValueError("models.cache_size needs processes_per_replica: 1 (Cortex's rule)")
+        return self
+
+    @property
+    def class_name(self) -> str:
+        return "ONNXPredictor" if self.type == "onnx" else "PythonPredictor"
 
 
 class Compute(Model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import time
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,6 +25,11 @@ from starlette.types import Receive, Scope, Send
 from berth.config.schema import RealtimeAPI
 from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher, BatchError
+from berth.runtime.clients import PythonClient
+from berth.runtime.models import ModelCache, ModelInputError, ModelNotFound, sources
+
+if TYPE_CHECKING:  # numpy and onnxruntime load only for APIs that serve models
+    from berth.runtime.onnx import OnnxClient
 from berth.runtime.payload import PayloadError, parse_payload
 from berth.runtime.response import SerialisationError, encode, error_body
 
@@ -42,7 +48,7 @@ class ReplicaSettings:
 
     @property
     def predictor_path(self) -> Path:
-        return (self.project / self.api.predictor.path).resolve()
+        return (self.project / (self.api.predictor.path or "")).resolve()
 
     @property
     def python_path(self) -> Path:
@@ -90,6 +96,7 @@ class ReplicaApp:
         self.predict: loader.BoundMethod | None = None
         self.post_predict: loader.BoundMethod | None = None
         self.batcher: Batcher | None = None
+        self.models: OnnxClient | PythonClient | None = None
         threads = settings.api.predictor.threads_per_process
         # With one thread, the event loop's thread is that thread: handing each call to a pool
         # thread and back costs a wake-up and a GIL switch per request (a third of the req/s and
@@ -146,8 +153,17 @@ class ReplicaApp:
 
     def _load_sync(self) -> None:
         settings = self.settings
-        cls = loader.load_class(settings.predictor_path, settings.python_path)
-        self.instance = loader.construct(cls, settings.api.predictor.config)
+        spec = settings.api.predictor
+        clients, self.models = build_clients(settings.api, settings.project)
+        if spec.path is not None:
+            cls = loader.load_class(settings.predictor_path, settings.python_path, spec.class_name)
+            self.instance = loader.construct(cls, spec.config, clients)
+        else:
+            from berth.runtime.onnx import DefaultONNXPredictor
+
+            self.instance = DefaultONNXPredictor(clients["onnx_client"])
+        if isinstance(self.models, PythonClient):
+            self.models.bind(self.instance)
         self.predict = loader.bind_predict(self.instance)
         self.post_predict = loader.bind(self.instance, "post_predict", loader.POST_PREDICT_ARGS)
         batching = settings.api.predictor.server_side_batching
@@ -194,6 +210,11 @@ class ReplicaApp:
         except BatchError as exc:
             log.error("request %s: %s", request_id, exc, exc_info=exc.__cause__)
             return await _send(send, 500, error_body(str(exc), request_id), JSON, request_id)
+        except ModelNotFound as exc:
+            body = json.dumps({"error": str(exc), "available": exc.available, "request_id": request_id}).encode()
+            return await _send(send, 404, body, JSON, request_id)
+        except ModelInputError as exc:
+            return await _send(send, 400, error_body(str(exc), request_id), JSON, request_id)
         except SerialisationError as exc:
             log.error("request %s: %s", request_id, exc)
             return await _send(send, 500, error_body(str(exc), request_id), JSON, request_id)
@@ -248,6 +269,21 @@ class ReplicaApp:
         if self.predict is not None:
             info["predict_args"] = sorted(self.predict.args - {"batch_id"})
         return JSONResponse(info)
+
+
+def build_clients(api: RealtimeAPI, project: Path) -> tuple[dict[str, Any], OnnxClient | PythonClient | None]:
+    """`onnx_client` or `python_client` for the constructor, from predictor.models."""
+    models = api.predictor.models
+    if models is None:
+        return {}, None
+    found = sources(models, project, api.name)
+    if api.predictor.type == "onnx":
+        from berth.runtime.onnx import OnnxClient, session_factory
+
+        onnx_client = OnnxClient(ModelCache(found, session_factory(api), models.cache_size))
+        return {"onnx_client": onnx_client}, onnx_client
+    python_client = PythonClient(found, models.cache_size)
+    return {"python_client": python_client}, python_client
 
 
 def _run_post_predict(post: loader.BoundMethod, args: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from berth.errors import PredictorLoadError
 
 PREDICT_ARGS = frozenset({"payload", "query_params", "headers", "batch_id"})
 POST_PREDICT_ARGS = PREDICT_ARGS | {"response"}
-INIT_ARGS = frozenset({"config", "python_client", "job_spec"})
+INIT_ARGS = frozenset({"config", "python_client", "onnx_client", "job_spec"})
 CLASS_NAME = "PythonPredictor"
 
 
@@ -30,8 +30,8 @@ class BoundMethod:
         return self.func(**{name: values[name] for name in self.args})
 
 
-def load_class(path: Path, python_path: Path) -> type:
-    """Import `path` as a module and return its PythonPredictor class."""
+def load_class(path: Path, python_path: Path, class_name: str = CLASS_NAME) -> type:
+    """Import `path` as a module and return its predictor class (PythonPredictor or ONNXPredictor)."""
     if str(python_path) not in sys.path:
         sys.path.insert(0, str(python_path))
     if not path.is_file():
@@ -42,19 +42,20 @@ def load_class(path: Path, python_path: Path) -> type:
     module = importlib.util.module_from_spec(spec)
     sys.modules["berth_predictor"] = module
     spec.loader.exec_module(module)  # user code: its exceptions propagate with their traceback
-    cls = getattr(module, CLASS_NAME, None)
+    cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         found = [name for name, value in vars(module).items() if isinstance(value, type)
                  and value.__module__ == module.__name__]
         raise PredictorLoadError(
-            f"{path.name} defines no class {CLASS_NAME} (classes found: {', '.join(found) or 'none'})"
+            f"{path.name} defines no class {class_name} (classes found: {', '.join(found) or 'none'})"
         )
     return cls
 
 
-def construct(cls: type, config: Mapping[str, Any], python_client: Any = None) -> Any:
+def construct(cls: type, config: Mapping[str, Any], clients: Mapping[str, Any] | None = None) -> Any:
     """Instantiate the predictor, passing only the constructor arguments it names."""
-    available = {"config": dict(config), "python_client": python_client, "job_spec": None}
+    available = {"config": dict(config), "python_client": None, "onnx_client": None, "job_spec": None,
+                 **(clients or {})}
     names = _declared(cls.__init__, INIT_ARGS, "__init__")  # type: ignore[misc]
     return cls(**{name: available[name] for name in names})
 

@@ -1,0 +1,114 @@
+"""The ONNX predictor: `onnx_client` over onnxruntime sessions, JSON lists in, arrays out."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from berth.config.schema import RealtimeAPI
+from berth.runtime.models import ModelCache, ModelInputError, ModelSource, model_file
+
+# onnxruntime type -> (numpy dtype, Open Inference Protocol datatype)
+TYPES: dict[str, tuple[Any, str]] = {
+    "tensor(float)": (np.float32, "FP32"), "tensor(double)": (np.float64, "FP64"),
+    "tensor(float16)": (np.float16, "FP16"), "tensor(int64)": (np.int64, "INT64"),
+    "tensor(int32)": (np.int32, "INT32"), "tensor(int16)": (np.int16, "INT16"), "tensor(int8)": (np.int8, "INT8"),
+    "tensor(uint64)": (np.uint64, "UINT64"), "tensor(uint32)": (np.uint32, "UINT32"),
+    "tensor(uint16)": (np.uint16, "UINT16"), "tensor(uint8)": (np.uint8, "UINT8"), "tensor(bool)": (np.bool_, "BOOL"),
+    "tensor(string)": (np.object_, "BYTES"),
+}
+
+
+def session_factory(api: RealtimeAPI) -> Any:
+    """Sessions whose intra-op threads follow compute.cpu, on CUDA when a GPU is asked for and there."""
+    import onnxruntime as ort
+
+    threads = max(1, math.floor(api.compute.cpu / api.predictor.processes_per_replica))
+    cuda = api.compute.gpu > 0 and "CUDAExecutionProvider" in ort.get_available_providers()
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+
+    def load(path: Path) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(model_file(path)), sess_options=options, providers=providers)
+
+    return load
+
+
+class OnnxClient:
+    """What an ONNXPredictor gets as `onnx_client` (Cortex's contract, outputs by name)."""
+
+    def __init__(self, cache: ModelCache) -> None:
+        self.cache = cache
+
+    def predict(self, model_input: Any, model_name: str | None = None,
+                model_version: str = "latest") -> dict[str, np.ndarray]:
+        _, _, session = self.cache.get(model_name, model_version)
+        feed = to_feed(session.get_inputs(), model_input)
+        names = [output.name for output in session.get_outputs()]
+        return dict(zip(names, session.run(names, feed), strict=True))
+
+    def metadata(self, model_name: str | None = None, model_version: str = "latest") -> dict[str, Any]:
+        name, _, session = self.cache.get(model_name, model_version)
+        source: ModelSource = self.cache.source(name)
+        return {
+            "name": name, "versions": sorted(source.versions(), key=int), "platform": "onnxruntime_onnx",
+            "inputs": [_tensor(i) for i in session.get_inputs()],
+            "outputs": [_tensor(o) for o in session.get_outputs()],
+        }
+
+
+def _tensor(arg: Any) -> dict[str, Any]:
+    shape = [dim if isinstance(dim, int) else -1 for dim in arg.shape]
+    return {"name": arg.name, "datatype": TYPES.get(arg.type, (None, arg.type))[1], "shape": shape}
+
+
+def to_feed(inputs: list[Any], model_input: Any) -> dict[str, np.ndarray]:
+    """JSON values to arrays of the model's dtypes; a lone example gets its batch dimension added."""
+    expected = [i.name for i in inputs]
+    if not isinstance(model_input, dict):
+        if len(inputs) != 1:
+            raise ModelInputError(f"the model takes {len(inputs)} inputs ({', '.join(expected)}): "
+                                  "send an object with one key per input")
+        model_input = {inputs[0].name: model_input}
+    missing = [name for name in expected if name not in model_input]
+    unknown = [name for name in model_input if name not in expected]
+    if missing or unknown:
+        raise ModelInputError(f"the model's inputs are {', '.join(expected)}; missing: {', '.join(missing) or '-'}, "
+                              f"unknown: {', '.join(unknown) or '-'}")
+    return {i.name: _array(i, model_input[i.name]) for i in inputs}
+
+
+def _array(arg: Any, value: Any) -> np.ndarray:
+    dtype = TYPES.get(arg.type, (None, ""))[0]
+    if dtype is None:
+        raise ModelInputError(f"input {arg.name!r} has type {arg.type}, which berth cannot build from JSON")
+    try:
+        array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ModelInputError(f"input {arg.name!r} must be {arg.type}: {exc}") from exc
+    if array.ndim + 1 == len(arg.shape):
+        array = array[np.newaxis]
+    if array.ndim != len(arg.shape) or any(isinstance(d, int) and d != n for d, n in zip(arg.shape, array.shape,
+                                                                                         strict=True)):
+        shape = ["?" if not isinstance(d, int) else d for d in arg.shape]
+        raise ModelInputError(f"input {arg.name!r} must have shape {shape}; got {list(array.shape)}")
+    return array
+
+
+class DefaultONNXPredictor:
+    """Without a predictor file: the request's inputs go to the model, its outputs come back as JSON.
+
+    `?model=NAME&version=N` picks a model when the API serves several.
+    """
+
+    def __init__(self, onnx_client: OnnxClient) -> None:
+        self.client = onnx_client
+
+    def predict(self, payload: Any, query_params: dict[str, str]) -> dict[str, Any]:
+        outputs = self.client.predict(payload, query_params.get("model"), query_params.get("version", "latest"))
+        return {name: value.tolist() for name, value in outputs.items()}
