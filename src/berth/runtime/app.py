@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from berth.config.schema import RealtimeAPI
+from berth.runtime import oip
 from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher, BatchError
 from berth.runtime.clients import PythonClient
@@ -112,6 +113,7 @@ class ReplicaApp:
             Route("/readyz", self._readyz),
             Route("/metrics", self._metrics),
             Route("/", self._info, methods=["GET"]),
+            *oip.routes(self),
         ])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,6 +238,16 @@ class ReplicaApp:
         if self.inline:
             return predict.call(values)
         return await asyncio.get_running_loop().run_in_executor(self.executor, predict.call, values)
+
+    async def run_sync(self, func: Callable[[], Any]) -> Any:
+        """Model work off the request path's thread policy: inline with one thread, else the pool."""
+        if self.inline:
+            return func()
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func)
+
+    async def call_predict(self, values: dict[str, Any]) -> Any:
+        assert self.predict is not None
+        return await self._call(self.predict, {"batch_id": None, **values})
 
     async def _call_batch(self, batch: dict[str, list[Any]]) -> Any:
         assert self.predict is not None
