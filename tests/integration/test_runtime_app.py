@@ -272,3 +272,61 @@ async def test_server_side_batching_gathers_concurrent_requests(tmp_path: Path, 
         assert "the batch broke" in failed[1].json()["error"]
         metrics = (await client.get("/metrics")).text
         assert "berth_replica_batch_size_count" in metrics and "berth_replica_batch_wait_seconds" in metrics
+
+
+MULTI = """
+class PythonPredictor:
+    def __init__(self, config, python_client):
+        self.client = python_client
+        self.loaded = []
+
+    def load_model(self, model_path):
+        self.loaded.append(model_path)
+        return open(model_path + "/weights.txt").read().strip()
+
+    def predict(self, payload, query_params):
+        return {"weights": self.client.get_model(query_params.get("model"), query_params.get("version", "latest"))}
+"""
+
+
+def test_python_client_loads_models_on_first_use_with_an_lru_cache(tmp_path: Path) -> None:
+    for model, version in (("a", "1"), ("a", "2"), ("b", "1")):
+        folder = tmp_path / "models" / model / version
+        folder.mkdir(parents=True)
+        (folder / "weights.txt").write_text(f"{model}{version}")
+    app = make_app(tmp_path, MULTI, models={"dir": "models", "cache_size": 1, "disk_cache_size": 1})
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert client.post("/?model=a", json={}).json() == {"weights": "a2"}  # latest = highest version
+        assert client.post("/?model=a&version=1", json={}).json() == {"weights": "a1"}
+        assert client.post("/?model=b", json={}).json() == {"weights": "b1"}
+        missing = client.post("/?model=c", json={})
+        assert missing.status_code == 404 and missing.json()["available"] == ["a", "b"]
+        assert len(app.instance.loaded) == 3  # each loaded once, on first use
+
+
+DECLARED = """
+class PythonPredictor:
+    model_metadata = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+                      "outputs": [{"name": "sum", "datatype": "FP32", "shape": [-1]}]}
+
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return {"sum": payload["x"].sum(axis=1)}
+"""
+
+
+def test_a_python_predictor_can_speak_the_inference_protocol(tmp_path: Path) -> None:
+    with TestClient(make_app(tmp_path, DECLARED)) as client:
+        wait_ready(client)
+        assert client.get("/v2/health/ready").json() == {"ready": True}
+        assert client.get("/v2/models/test").json()["inputs"][0]["name"] == "x"
+        body = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        result = client.post("/v2/models/test/infer", json=body).json()
+        assert result["outputs"] == [{"name": "sum", "datatype": "FP32", "shape": [2], "data": [3.0, 7.0]}]
+        assert client.get("/v2/models/other").status_code == 404
+        bad = client.post("/v2/models/test/infer", json={"inputs": [{"name": "x", "shape": [3], "datatype": "FP32",
+                                                                     "data": [1, 2]}]})
+        assert bad.status_code == 400
