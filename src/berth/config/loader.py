@@ -257,9 +257,17 @@ def _check_models(api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_
         return []
     where = _where(label, marks, (*prefix, "predictor", "models"))
     paths = [models.path] if models.path else [p.path for p in models.paths or ()] if models.paths else [models.dir]
-    return [f"{where}: predictor.models: not found: {(root / p).resolve()} (paths are relative to the folder "
-            f"holding {label}; remote s3:// models are not supported yet)"
-            for p in paths if p is not None and not (root / p).exists()]
+    problems = []
+    for path in paths:
+        if path is None:
+            continue
+        if "://" in path:
+            if not path.startswith("s3://") or len(path) <= len("s3://"):
+                problems.append(f"{where}: predictor.models: {path}: remote models must be s3://bucket/key URIs")
+        elif not (root / path).exists():
+            problems.append(f"{where}: predictor.models: not found: {(root / path).resolve()} (paths are relative "
+                            f"to the folder holding {label})")
+    return problems
 
 
 def _duplicates(

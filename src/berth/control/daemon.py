@@ -59,7 +59,7 @@ class Daemon:
         self.paths = settings.paths
         self.store = Store(self.paths.database)
         self.routes = RoutingTable()
-        self.reconciler = Reconciler(self.store, Supervisor(), self.routes, self.paths, env,
+        self.reconciler = Reconciler(self.store, Supervisor(self.paths.models), self.routes, self.paths, env,
                                      capacity=settings.capacity or detect_capacity(), timeouts=settings.timeouts)
         self.gateway = Gateway(self.routes, GatewaySettings(max_body_size=settings.max_body_size), self._admin,
                                wake=self.reconciler.wake_from_zero)

@@ -40,6 +40,11 @@ class Paths:
         return self.home / "logs"
 
     @property
+    def models(self) -> Path:
+        """Remote models, mirrored once and shared by every replica."""
+        return self.home / "models"
+
+    @property
     def snapshots(self) -> Path:
         return self.home / "snapshots"
 

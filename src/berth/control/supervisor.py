@@ -67,7 +67,8 @@ class Replica:
 class Supervisor:
     """Starts replica processes with their log files, probes readiness, signals them to stop."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, model_cache: Path, python: str = sys.executable) -> None:
+        self.model_cache = model_cache
         self.python = python
 
     def spawn(self, replica: Replica, spec: Mapping[str, object], project: Path,
@@ -84,7 +85,8 @@ class Supervisor:
             log.flush()
             replica.popen = subprocess.Popen(
                 [self.python, "-m", "berth.runtime", "--spec", str(spec_path), "--project", str(project),
-                 "--socket-dir", str(replica.socket_dir), "--replica-id", replica.id],
+                 "--socket-dir", str(replica.socket_dir), "--replica-id", replica.id,
+                 "--model-cache", str(self.model_cache)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=project,
                 env=dict(env), start_new_session=True,  # replicas outlive the daemon; Ctrl-C is not theirs
             )

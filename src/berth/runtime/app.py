@@ -28,6 +28,7 @@ from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher, BatchError
 from berth.runtime.clients import PythonClient
 from berth.runtime.models import ModelCache, ModelInputError, ModelNotFound, sources
+from berth.runtime.remote import is_remote, localize
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only for APIs that serve models
     from berth.runtime.onnx import OnnxClient
@@ -46,6 +47,7 @@ class ReplicaSettings:
     project: Path
     replica_id: str = "local"
     process_index: int = 0
+    model_cache: Path | None = None  # where remote models are mirrored (shared by every replica)
 
     @property
     def predictor_path(self) -> Path:
@@ -156,7 +158,7 @@ class ReplicaApp:
     def _load_sync(self) -> None:
         settings = self.settings
         spec = settings.api.predictor
-        clients, self.models = build_clients(settings.api, settings.project)
+        clients, self.models = build_clients(settings.api, settings.project, settings.model_cache)
         if spec.path is not None:
             cls = loader.load_class(settings.predictor_path, settings.python_path, spec.class_name)
             self.instance = loader.construct(cls, spec.config, clients)
@@ -283,12 +285,18 @@ class ReplicaApp:
         return JSONResponse(info)
 
 
-def build_clients(api: RealtimeAPI, project: Path) -> tuple[dict[str, Any], OnnxClient | PythonClient | None]:
+def build_clients(api: RealtimeAPI, project: Path,
+                  model_cache: Path | None) -> tuple[dict[str, Any], OnnxClient | PythonClient | None]:
     """`onnx_client` or `python_client` for the constructor, from predictor.models."""
     models = api.predictor.models
     if models is None:
         return {}, None
-    found = sources(models, project, api.name)
+    cache = model_cache or project / ".berth-models"
+
+    def resolve(path: str) -> Path:
+        return localize(path, cache) if is_remote(path) else project / path
+
+    found = sources(models, project, api.name, resolve)
     if api.predictor.type == "onnx":
         from berth.runtime.onnx import OnnxClient, session_factory
 

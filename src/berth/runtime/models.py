@@ -50,14 +50,19 @@ class ModelSource:
         return version, versions[version]
 
 
-def sources(models: Models, project: Path, default_name: str) -> dict[str, ModelSource]:
-    """Every model a predictor may use, by name. A single `path` is named after the API."""
+def sources(models: Models, project: Path, default_name: str,
+            resolve: Callable[[str], Path] | None = None) -> dict[str, ModelSource]:
+    """Every model a predictor may use, by name. A single `path` is named after the API.
+
+    `resolve` turns a configured path into a local one (remote URIs are downloaded by it).
+    """
+    local = resolve or (lambda path: project / path)
     if models.path:
-        return {default_name: ModelSource(default_name, project / models.path)}
+        return {default_name: ModelSource(default_name, local(models.path))}
     if models.paths:
-        return {p.name: ModelSource(p.name, project / p.path) for p in models.paths}
+        return {p.name: ModelSource(p.name, local(p.path)) for p in models.paths}
     assert models.dir is not None
-    folder = project / models.dir
+    folder = local(models.dir)
     return {child.stem if child.is_file() else child.name: ModelSource(child.stem if child.is_file() else child.name,
                                                                          child)
             for child in sorted(folder.iterdir())

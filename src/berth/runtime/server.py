@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None,
                         help="listen on this TCP port (127.0.0.1) instead of a unix socket; process 0 only")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--model-cache", type=Path, default=None, help="where remote models are mirrored")
     parser.add_argument("--replica-id", default="local")
     parser.add_argument("--process-index", type=int, default=0)
     return parser.parse_args(argv)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s [{args.replica_id}/{args.process_index}] %(message)s",
     )
     settings = ReplicaSettings(api=api, project=args.project, replica_id=args.replica_id,
-                               process_index=args.process_index)
+                               process_index=args.process_index, model_cache=args.model_cache)
     sock = socket_path(args.socket_dir, args.process_index)
     sock.unlink(missing_ok=True)
     args.socket_dir.mkdir(parents=True, exist_ok=True)
