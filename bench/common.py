@@ -20,9 +20,10 @@ import httpx
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+POST_BODY = '{"name": "berth", "values": [1, 2, 3]}'
 POST_LUA = """
 wrk.method = "POST"
-wrk.body   = '{"name": "berth", "values": [1, 2, 3]}'
+wrk.body   = '%s'
 wrk.headers["Content-Type"] = "application/json"
 """
 
@@ -60,11 +61,11 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, connections: int, duration: float) -> WrkResult:
+def wrk(url: str, connections: int, duration: float, body: str = POST_BODY) -> WrkResult:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(POST_LUA)
+        script.write(POST_LUA % body.replace("'", "\\'"))
     try:
         out = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", script.name, url],
