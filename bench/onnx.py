@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-
 from common import REPO, BerthInstance, median_result, wrk
 
 EXAMPLE = REPO / "examples" / "onnx-classifier"
@@ -54,9 +53,9 @@ def main() -> None:
     finally:
         instance.close()
     print(f"onnxruntime in-process, one image: median {plain_ms:.3f} ms per call")
-    print(f"berth (gateway -> replica, JSON in and out), 1 connection: p50 {one.p50_ms:.3f} ms, p99 {one.p99_ms:.3f} ms, "
-          f"{one.rps:.0f} req/s; 32 connections: {many.rps:.0f} req/s, p99 {many.p99_ms:.2f} ms; errors "
-          f"{one.errors + many.errors}")
+    print(f"berth (gateway -> replica, JSON in and out), 1 connection: p50 {one.p50_ms:.3f} ms, "
+          f"p99 {one.p99_ms:.3f} ms, {one.rps:.0f} req/s; 32 connections: {many.rps:.0f} req/s, "
+          f"p99 {many.p99_ms:.2f} ms; errors {one.errors + many.errors}")
     print(f"per-request serving overhead at p50: {one.p50_ms - plain_ms:+.3f} ms")
 
 

@@ -86,7 +86,7 @@ def test_models_from_s3_are_downloaded_once_and_shared(berth: Berth, tmp_path: P
         assert answer["label"] == [2]
         mirrors = [p for p in (berth.home / "models").iterdir() if p.is_dir()]
         assert len(mirrors) == 1  # two replicas, one download
-        assert sorted(p.name for p in mirrors[0].iterdir()) == ["1", "2"]
+        assert [p.name for p in mirrors[0].iterdir()] == ["model.onnx"]  # only the version used (latest)
         missing = write_project(tmp_path / "missing", spec.replace("s3://models/digits", "s3://models/nothing"), "")
         (missing / "predictor.py").unlink()
         failed = berth.run("deploy", str(missing), "--wait", check=False)

@@ -16,12 +16,12 @@ def layout(root: Path) -> Path:
 
 
 def test_dir_sources_and_versions(tmp_path: Path) -> None:
-    found = sources(Models(dir="models"), layout(tmp_path), "api")
-    assert sorted(found) == ["alpha", "beta", "gamma"]
-    assert found["alpha"].resolve("latest") == ("10", tmp_path / "models" / "alpha" / "10")  # numeric, not lexical
-    assert found["gamma"].resolve("latest")[0] == "1"
+    cache = ModelCache(sources(Models(dir="models"), layout(tmp_path), "api"), lambda p: p, None)
+    assert cache.names() == ["alpha", "beta", "gamma"]
+    assert cache.get("alpha") == ("alpha", "10", tmp_path / "models" / "alpha" / "10")  # numeric, not lexical
+    assert cache.get("gamma")[1] == "1"
     with pytest.raises(ModelNotFound) as info:
-        found["alpha"].resolve("4")
+        cache.get("alpha", "4")
     assert info.value.available == ["alpha:1", "alpha:2", "alpha:10"]
 
 

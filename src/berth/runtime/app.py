@@ -28,7 +28,7 @@ from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher, BatchError
 from berth.runtime.clients import PythonClient
 from berth.runtime.models import ModelCache, ModelInputError, ModelNotFound, sources
-from berth.runtime.remote import is_remote, localize
+from berth.runtime.remote import RemoteStore
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only for APIs that serve models
     from berth.runtime.onnx import OnnxClient
@@ -291,12 +291,8 @@ def build_clients(api: RealtimeAPI, project: Path,
     models = api.predictor.models
     if models is None:
         return {}, None
-    cache = model_cache or project / ".berth-models"
-
-    def resolve(path: str) -> Path:
-        return localize(path, cache) if is_remote(path) else project / path
-
-    found = sources(models, project, api.name, resolve)
+    remote = RemoteStore(model_cache or project / ".berth-models", keep=models.disk_cache_size)
+    found = sources(models, project, api.name, remote)
     if api.predictor.type == "onnx":
         from berth.runtime.onnx import OnnxClient, session_factory
 

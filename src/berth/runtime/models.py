@@ -1,15 +1,19 @@
-"""Model files on disk: names, version folders, and an LRU cache of what is loaded from them."""
+"""Model sources (local files, version folders, remote prefixes) and an LRU cache of loaded models."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from berth.config.schema import Models
+
+if TYPE_CHECKING:
+    from berth.runtime.remote import RemoteStore
 
 MODEL_SUFFIXES = (".onnx",)
 
@@ -26,47 +30,90 @@ class ModelInputError(ValueError):
     """The request's inputs do not fit the model; the client gets a 400 that says how."""
 
 
+class ModelSource(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def versions(self) -> list[str]:
+        """Version names, numeric; a model without version folders has version "1"."""
+
+    def open(self, version: str) -> AbstractContextManager[Path]:
+        """The version's local path, valid while the context is held."""
+
+
+def by_number(versions: list[str]) -> list[str]:
+    return sorted(versions, key=int)
+
+
 @dataclass(frozen=True)
-class ModelSource:
+class LocalSource:
     name: str
     path: Path  # a model file, or a folder of numbered version folders
 
-    def versions(self) -> dict[str, Path]:
-        """Version -> model path; a plain file is version "1"."""
+    def _paths(self) -> dict[str, Path]:
         if self.path.is_file():
             return {"1": self.path}
         found = {child.name: child for child in self.path.iterdir() if child.is_dir() and child.name.isdigit()}
-        if not found:
-            return {"1": self.path}
-        return found
+        return found or {"1": self.path}
 
-    def resolve(self, version: str) -> tuple[str, Path]:
-        versions = self.versions()
-        if version == "latest":
-            version = max(versions, key=int)
-        if version not in versions:
-            raise ModelNotFound(f"model {self.name!r} has no version {version!r}",
-                                [f"{self.name}:{v}" for v in sorted(versions, key=int)])
-        return version, versions[version]
+    def versions(self) -> list[str]:
+        return by_number(list(self._paths()))
+
+    @contextmanager
+    def open(self, version: str) -> Iterator[Path]:
+        yield self._paths()[version]
+
+
+@dataclass(frozen=True)
+class RemoteSource:
+    name: str
+    uri: str
+    store: RemoteStore
+
+    def _version_folders(self) -> list[str]:
+        children = self.store.children(self.uri)
+        firsts = {child.split("/")[0] for child in children}
+        if children and all("/" in child for child in children) and all(f.isdigit() for f in firsts):
+            return by_number(list(firsts))
+        return []
+
+    def versions(self) -> list[str]:
+        return self._version_folders() or ["1"]
+
+    def open(self, version: str) -> AbstractContextManager[Path]:
+        """Downloads just this version, on first use."""
+        versioned = bool(self._version_folders())
+        return self.store.open(f"{self.uri.rstrip('/')}/{version}" if versioned else self.uri)
 
 
 def sources(models: Models, project: Path, default_name: str,
-            resolve: Callable[[str], Path] | None = None) -> dict[str, ModelSource]:
-    """Every model a predictor may use, by name. A single `path` is named after the API.
+            remote: RemoteStore | None = None) -> dict[str, ModelSource]:
+    """Every model a predictor may use, by name. A single `path` is named after the API."""
 
-    `resolve` turns a configured path into a local one (remote URIs are downloaded by it).
-    """
-    local = resolve or (lambda path: project / path)
+    def source(name: str, path: str) -> ModelSource:
+        if "://" in path:
+            if remote is None:
+                raise ModelNotFound(f"{path}: remote models need a model cache", [])
+            return RemoteSource(name, path, remote)
+        return LocalSource(name, project / path)
+
     if models.path:
-        return {default_name: ModelSource(default_name, local(models.path))}
+        return {default_name: source(default_name, models.path)}
     if models.paths:
-        return {p.name: ModelSource(p.name, local(p.path)) for p in models.paths}
+        return {p.name: source(p.name, p.path) for p in models.paths}
     assert models.dir is not None
-    folder = local(models.dir)
-    return {child.stem if child.is_file() else child.name: ModelSource(child.stem if child.is_file() else child.name,
-                                                                         child)
-            for child in sorted(folder.iterdir())
-            if (child.is_dir() or child.suffix in MODEL_SUFFIXES) and not child.name.startswith(".")}
+    if "://" in models.dir:
+        assert remote is not None
+        base = models.dir.rstrip("/")
+        names = {child.split("/")[0] for child in remote.children(base)}
+        return {_stem(n): RemoteSource(_stem(n), f"{base}/{n}", remote) for n in sorted(names)}
+    folder = project / models.dir
+    return {_stem(c.name): LocalSource(_stem(c.name), c) for c in sorted(folder.iterdir())
+            if (c.is_dir() or c.suffix in MODEL_SUFFIXES) and not c.name.startswith(".")}
+
+
+def _stem(name: str) -> str:
+    return name[: -len(suffix)] if (suffix := next((s for s in MODEL_SUFFIXES if name.endswith(s)), "")) else name
 
 
 def model_file(path: Path) -> Path:
@@ -103,16 +150,25 @@ class ModelCache:
             raise ModelNotFound(f"no model named {name!r}", self.names())
         return source
 
+    def resolve(self, name: str | None, version: str) -> tuple[ModelSource, str]:
+        source = self.source(name)
+        versions = source.versions()
+        resolved = versions[-1] if version == "latest" else str(version)
+        if resolved not in versions:
+            raise ModelNotFound(f"model {source.name!r} has no version {version!r}",
+                                [f"{source.name}:{v}" for v in versions])
+        return source, resolved
+
     def get(self, name: str | None = None, version: str = "latest") -> tuple[str, str, Any]:
         """(name, version, loaded model)."""
-        source = self.source(name)
-        resolved, path = source.resolve(str(version))
+        source, resolved = self.resolve(name, version)
         key = (source.name, resolved)
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return source.name, resolved, self._loaded[key]
-            model = self.load(path)
+            with source.open(resolved) as path:
+                model = self.load(path)
             self._loaded[key] = model
             while self.capacity is not None and len(self._loaded) > self.capacity:
                 self._loaded.popitem(last=False)

@@ -56,7 +56,7 @@ class OnnxClient:
         name, _, session = self.cache.get(model_name, model_version)
         source: ModelSource = self.cache.source(name)
         return {
-            "name": name, "versions": sorted(source.versions(), key=int), "platform": "onnxruntime_onnx",
+            "name": name, "versions": source.versions(), "platform": "onnxruntime_onnx",
             "inputs": [_tensor(i) for i in session.get_inputs()],
             "outputs": [_tensor(o) for o in session.get_outputs()],
         }
