@@ -293,6 +293,8 @@ def build_clients(api: RealtimeAPI, project: Path,
         return {}, None
     remote = RemoteStore(model_cache or project / ".berth-models", keep=models.disk_cache_size)
     found = sources(models, project, api.name, remote)
+    for source in found.values():
+        source.versions()  # lists remote prefixes now: a missing model fails the start, not a request
     if api.predictor.type == "onnx":
         from berth.runtime.onnx import OnnxClient, session_factory
 
