@@ -26,8 +26,8 @@ CONNECTIONS = (1, 8, 32)
 
 def start_bare() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(BENCH / "bare_mlp.py"), "--port", str(port)],
-                               env={**os.environ, **ONE_THREAD})
+    process = subprocess.Popen([sys.executable, str(BENCH / "bare_server.py"), "--project", str(BENCH / "mlp"),
+                                "--endpoint", "/mlp", "--port", str(port)], env={**os.environ, **ONE_THREAD})
     url = f"http://127.0.0.1:{port}/mlp"
     wait_ok(url, timeout=60)
     return process, url

@@ -30,7 +30,8 @@ from berth.config import load_spec
 
 def start_bare() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(BENCH / "bare_app.py"), "--port", str(port)])
+    process = subprocess.Popen([sys.executable, str(BENCH / "bare_server.py"), "--project", str(BENCH / "trivial"),
+                                "--endpoint", "/trivial", "--port", str(port)])
     url = f"http://127.0.0.1:{port}/trivial"
     wait_ok(url)
     return process, url

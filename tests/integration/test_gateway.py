@@ -48,7 +48,9 @@ async def replicas(tmp_path: Path, count: int) -> AsyncIterator[list[str]]:
         servers.append(server)
         tasks.append(asyncio.create_task(server.serve()))
         sockets.append(sock)
-        while not (server.started and app.ready):
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (server.started and app.ready):  # readiness, with a deadline
+            assert asyncio.get_running_loop().time() < deadline, "the replica app did not start"
             await asyncio.sleep(0.01)
     try:
         yield sockets
