@@ -1,6 +1,6 @@
 """The ONNX example through berth vs plain onnxruntime in-process: the per-request serving overhead.
 
-    python bench/onnx.py [--duration 5] [--rounds 3]
+    python bench/onnx_serving.py [--duration 5] [--rounds 3]
 
 Plain: `InferenceSession.run` on the example's sample (one image), timed in a loop in this process.
 berth: the same request to examples/onnx-classifier through the gateway under wrk (1 connection for
