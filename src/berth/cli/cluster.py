@@ -7,9 +7,7 @@ import os
 import click
 
 from berth.cli.context import CLIContext, pass_context
-from berth.control.daemon import DaemonSettings, run
 from berth.control.launcher import daemon_info, stop_daemon
-from berth.control.reconciler import Timeouts
 from berth.errors import DaemonUnavailable
 
 
@@ -37,6 +35,11 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None,
                           f"http://{info['host']}:{info['port']})")
         return
     if foreground:
+        # The daemon's modules (uvicorn, the gateway, the reconciler) load only here: every other
+        # command stays a light client.
+        from berth.control.daemon import DaemonSettings, run
+        from berth.control.reconciler import Timeouts
+
         obj.err.print(f"berth daemon: gateway http://{obj.host}:{obj.port}, home {obj.home} (Ctrl-C stops it)")
         timeouts = Timeouts(readiness=readiness_timeout) if readiness_timeout else Timeouts()
         run(DaemonSettings(paths=obj.paths, host=obj.host, port=obj.port, timeouts=timeouts), os.environ)
