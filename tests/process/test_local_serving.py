@@ -301,3 +301,16 @@ def test_logs_follow_prints_new_output(berth: Berth, tmp_path: Path) -> None:
 def test_management_socket_is_owner_only(berth: Berth) -> None:
     berth.run("cluster", "up")
     assert (berth.home / "berth.sock").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_daemon_runs_in_the_foreground_and_stops_on_sigterm(berth: Berth) -> None:
+    daemon = berth.popen("cluster", "up", "--foreground")
+    try:
+        wait_for(lambda: berth.run("cluster", "status", check=False).returncode == 0, 20, "the foreground daemon")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        assert berth.run("cluster", "status", check=False).returncode == 5
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        daemon.communicate(timeout=10)
