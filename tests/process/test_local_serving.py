@@ -314,3 +314,13 @@ def test_the_daemon_runs_in_the_foreground_and_stops_on_sigterm(berth: Berth) ->
         if daemon.poll() is None:
             daemon.kill()
         daemon.communicate(timeout=10)
+
+
+def test_the_body_size_limit_is_a_daemon_setting(berth: Berth, tmp_path: Path) -> None:
+    bad = berth.run("cluster", "up", "--max-body-size", "lots", check=False)
+    assert bad.returncode == 2 and "--max-body-size" in bad.stderr
+    berth.run("cluster", "up", "--max-body-size", "2Ki")
+    berth.run("deploy", str(write_project(tmp_path / "echo", echo_spec(), ECHO)), "--wait")
+    assert httpx.post(f"{berth.base_url}/echo", json="x" * 1000).status_code == 200
+    too_big = httpx.post(f"{berth.base_url}/echo", json="x" * 5000)
+    assert too_big.status_code == 413 and too_big.headers["x-berth-reason"] == "body-too-large"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import click
 
 from berth.cli.context import CLIContext, pass_context
+from berth.config.units import parse_quantity
 from berth.control.launcher import daemon_info, stop_daemon
 from berth.errors import DaemonUnavailable
 
@@ -23,12 +25,15 @@ def cluster() -> None:
 @click.option("--host", default=None, help="Gateway address (default 127.0.0.1).")
 @click.option("--readiness-timeout", type=click.FloatRange(min=1), default=None,
               help="Seconds a replica may take to become ready before it counts as failed (default 600).")
+@click.option("--max-body-size", default=None, metavar="QUANTITY",
+              help="Largest request body the gateway accepts, e.g. 64Mi (default) or 1Gi; larger ones get a 413.")
 @pass_context
 def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None,
-       readiness_timeout: float | None) -> None:
+       readiness_timeout: float | None, max_body_size: str | None) -> None:
     """Start the daemon (gateway, supervisor, management API)."""
     obj.port = port or obj.port
     obj.host = host or obj.host
+    body_limit = _bytes(max_body_size) if max_body_size else None
     info = daemon_info(obj.paths)
     if info is not None:
         obj.console.print(f"berth is already running (pid {info['pid']}, gateway "
@@ -42,9 +47,22 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None,
 
         obj.err.print(f"berth daemon: gateway http://{obj.host}:{obj.port}, home {obj.home} (Ctrl-C stops it)")
         timeouts = Timeouts(readiness=readiness_timeout) if readiness_timeout else Timeouts()
-        run(DaemonSettings(paths=obj.paths, host=obj.host, port=obj.port, timeouts=timeouts), os.environ)
+        settings = DaemonSettings(paths=obj.paths, host=obj.host, port=obj.port, timeouts=timeouts)
+        if body_limit:
+            settings = dataclasses.replace(settings, max_body_size=body_limit)
+        run(settings, os.environ)
         return
-    obj.ensure_daemon(readiness_timeout)
+    obj.ensure_daemon(readiness_timeout, body_limit)
+
+
+def _bytes(quantity: str) -> int:
+    try:
+        value = int(parse_quantity(quantity))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-body-size") from exc
+    if value < 1024:
+        raise click.BadParameter(f"at least 1Ki (got {quantity})", param_hint="--max-body-size")
+    return value
 
 
 @cluster.command()

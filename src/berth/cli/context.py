@@ -31,9 +31,9 @@ class CLIContext:
             self._client = Client(self.paths)
         return self._client
 
-    def ensure_daemon(self, readiness_timeout: float | None = None) -> None:
+    def ensure_daemon(self, readiness_timeout: float | None = None, max_body_size: int | None = None) -> None:
         """Start the daemon in the background when it is not running, and say so."""
-        started = ensure_daemon(self.paths, self.host, self.port, readiness_timeout)
+        started = ensure_daemon(self.paths, self.host, self.port, readiness_timeout, max_body_size)
         if started.started:
             info = started.info
             self.err.print(f"started the berth daemon (pid {info['pid']}, gateway "

@@ -51,7 +51,7 @@ def _spawn_lock(paths: Paths) -> Iterator[None]:
 
 
 def ensure_daemon(paths: Paths, host: str, port: int, readiness_timeout: float | None = None,
-                  timeout: float = START_TIMEOUT) -> Started:
+                  max_body_size: int | None = None, timeout: float = START_TIMEOUT) -> Started:
     info = daemon_info(paths)
     if info is not None:
         return Started(info, started=False)
@@ -60,6 +60,7 @@ def ensure_daemon(paths: Paths, host: str, port: int, readiness_timeout: float |
         if info is not None:
             return Started(info, started=False)
         options = ["--readiness-timeout", str(readiness_timeout)] if readiness_timeout else []
+        options += ["--max-body-size", str(max_body_size)] if max_body_size else []
         return Started(_spawn(paths, ["--host", host, "--port", str(port), *options], timeout), started=True)
 
 
