@@ -67,8 +67,8 @@ class Autoscaling:
         if decision is None:
             return None  # no samples yet: Cortex's "metrics not available yet"
         self.store.record_tick(name, [(r.at, r.replicas) for r in kept], decision.as_dict())
-        log.info("%s: %s", name, " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in decision.as_dict().items()))
+        log.info("%s: %s", name, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in decision.as_dict().items() if k != "at"))
         if decision.request != api.requested:
             self.reconciler.set_requested(
                 name, decision.request, f"autoscaler: {decision.avg_in_flight:.3g} in flight on average")
