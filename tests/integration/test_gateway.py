@@ -221,3 +221,35 @@ async def test_a_request_the_replica_never_read_goes_to_another(tmp_path: Path) 
             assert all(u.in_flight == 0 for u in gw.routes.by_api["t"].upstreams)
     finally:
         dying.close()
+
+
+async def test_requests_are_held_while_an_api_scales_from_zero(tmp_path: Path) -> None:
+    woken: list[str] = []
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        gw.wake = woken.append
+        route_ = gw.routes.upsert("t", "/t", 10)
+        route_.hold_requests(True, limit=1, timeout=5)
+        first = asyncio.create_task(client.post(f"{url}/t", json=1))
+        while not route_.waiting:
+            await asyncio.sleep(0.01)
+        assert woken == ["t"] and route_.load == 1
+        full = await client.post(f"{url}/t", json=2)
+        assert (full.status_code, full.headers["x-berth-reason"]) == (503, "scale-from-zero-queue-full")
+        route(gw, sockets)  # the replica is ready: held requests go to it
+        assert (await first).json()["payload"] == 1
+
+
+async def test_held_requests_time_out_or_fail_with_the_replica() -> None:
+    async with gateway() as (gw, url), httpx.AsyncClient() as client:
+        route_ = gw.routes.upsert("t", "/t", 10)
+        route_.hold_requests(True, limit=10, timeout=0.2)
+        expired = await client.post(f"{url}/t", json=1)
+        assert (expired.status_code, expired.headers["x-berth-reason"]) == (503, "scale-from-zero-timeout")
+        route_.hold_requests(True, limit=10, timeout=30)
+        held = asyncio.create_task(client.post(f"{url}/t", json=1))
+        while not route_.waiting:
+            await asyncio.sleep(0.01)
+        route_.fail_waiting("RuntimeError: no weights")
+        failed = await held
+        assert (failed.status_code, failed.headers["x-berth-reason"]) == (503, "replica-failed-to-start")
+        assert "no weights" in failed.json()["error"] and not route_.waiting

@@ -308,6 +308,9 @@ class Reconciler:
         replica.last_traceback = traceback
         self.store.add_event(replica.api, "replica_failed",
                              f"replica {replica.id}: {message}; restarting in {delay:g}s", now)
+        route = self.routes.by_api.get(replica.api)
+        if route is not None and not route.upstreams:
+            route.fail_waiting(message)
         log.warning("replica %s of %s: %s", replica.id, replica.api, message)
 
     async def _probe(self, now: float) -> None:

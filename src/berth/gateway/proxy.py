@@ -272,7 +272,7 @@ class ClientConnection(asyncio.Protocol):
             return
         held = Held(self, route, request)
         self.held = held
-        route.waiting.append(held.resume)
+        route.waiting.append(held)
         held.timer = asyncio.get_running_loop().call_later(route.hold_timeout, held.expire)
         self.gateway.wake(route.api)
 
@@ -283,13 +283,18 @@ class ClientConnection(asyncio.Protocol):
         self._dispatch(held.request)
         self._start_next()
 
-    def expire_held(self, held: Held) -> None:
+    def expire_held(self, held: Held, message: str | None) -> None:
+        """Answer a held request with a 503: its timeout passed, or the replica it waited for failed."""
         if self.held is not held:
             return
         self.held = None
-        self._respond(held.request, 503, f"no replica of API {held.route.api!r} became ready within "
-                      f"{held.route.hold_timeout:g}s (scale_from_zero_timeout); see `berth get {held.route.api}`",
-                      b"scale-from-zero-timeout", held.route)
+        api = held.route.api
+        if message is None:
+            text, reason = (f"no replica of API {api!r} became ready within {held.route.hold_timeout:g}s "
+                            f"(scale_from_zero_timeout); see `berth get {api}`"), b"scale-from-zero-timeout"
+        else:
+            text, reason = f"the replica of API {api!r} failed to start: {message}", b"replica-failed-to-start"
+        self._respond(held.request, 503, text, reason, held.route)
         self._start_next()
 
     # --- ResponseSink (called by the upstream connection) -------------------------------------
@@ -422,7 +427,11 @@ class Held:
 
     def expire(self) -> None:
         self.drop()
-        self.connection.expire_held(self)
+        self.connection.expire_held(self, None)
+
+    def fail(self, message: str) -> None:
+        self.cancel()
+        self.connection.expire_held(self, message)
 
     def cancel(self) -> None:
         if self.timer is not None:
@@ -431,7 +440,7 @@ class Held:
 
     def drop(self) -> None:
         with contextlib.suppress(ValueError):
-            self.route.waiting.remove(self.resume)
+            self.route.waiting.remove(self)
 
 
 def _request_head(request: ParsedRequest, target: bytes) -> bytes:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from berth.core.balancing import admits, least_in_flight
 from berth.observability.stats import APIGauge, APIStats
@@ -20,6 +20,14 @@ class Target:
 
     replica_id: str
     socket_path: str
+
+
+class Waiter(Protocol):
+    """A request held for a replica of an API scaled to zero."""
+
+    def resume(self) -> None: ...
+
+    def fail(self, message: str) -> None: ...
 
 
 class Upstream:
@@ -63,11 +71,11 @@ class Route:
         self.in_flight = 0
         self.stats = APIStats()
         self._next = 0
-        # Scale from zero: requests wait here (as callbacks that resume them) until a replica is ready.
+        # Scale from zero: requests wait here until a replica is ready (or fails to start).
         self.holds = False
         self.hold_limit = 0
         self.hold_timeout = 0.0
-        self.waiting: deque[Callable[[], None]] = deque()
+        self.waiting: deque[Waiter] = deque()
 
     def hold_requests(self, enabled: bool, limit: int, timeout: float) -> None:
         self.holds, self.hold_limit, self.hold_timeout = enabled, limit, timeout
@@ -98,8 +106,13 @@ class Route:
             upstream.retired = True
             upstream.close_idle()
         while self.upstreams and self.waiting:
-            self.waiting.popleft()()
+            self.waiting.popleft().resume()
         return removed
+
+    def fail_waiting(self, message: str) -> None:
+        """The replica held requests waited for failed: answer them now rather than at the timeout."""
+        while self.waiting:
+            self.waiting.popleft().fail(message)
 
     def gauge(self) -> APIGauge:
         return APIGauge(api=self.api, stats=self.stats, in_flight=self.load,
