@@ -35,6 +35,14 @@ class Quiet(uvicorn.Server):
         pass
 
 
+async def until(condition: Callable[[], object], timeout: float = 5) -> None:
+    """Wait for a condition with a deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 @asynccontextmanager
 async def replicas(tmp_path: Path, count: int) -> AsyncIterator[list[str]]:
     (tmp_path / "predictor.py").write_text(textwrap.dedent(PREDICTOR))
@@ -48,10 +56,7 @@ async def replicas(tmp_path: Path, count: int) -> AsyncIterator[list[str]]:
         servers.append(server)
         tasks.append(asyncio.create_task(server.serve()))
         sockets.append(sock)
-        deadline = asyncio.get_running_loop().time() + 10
-        while not (server.started and app.ready):  # readiness, with a deadline
-            assert asyncio.get_running_loop().time() < deadline, "the replica app did not start"
-            await asyncio.sleep(0.01)
+        await until(lambda s=server, a=app: s.started and a.ready, timeout=10)
     try:
         yield sockets
     finally:
@@ -230,8 +235,7 @@ async def test_requests_are_held_while_an_api_scales_from_zero(tmp_path: Path) -
         route_ = gw.routes.upsert("t", "/t", 10)
         route_.hold_requests(True, limit=1, timeout=5)
         first = asyncio.create_task(client.post(f"{url}/t", json=1))
-        while not route_.waiting:
-            await asyncio.sleep(0.01)
+        await until(lambda: route_.waiting)
         assert woken == ["t"] and route_.load == 1
         full = await client.post(f"{url}/t", json=2)
         assert (full.status_code, full.headers["x-berth-reason"]) == (503, "scale-from-zero-queue-full")
@@ -247,8 +251,7 @@ async def test_held_requests_time_out_or_fail_with_the_replica() -> None:
         assert (expired.status_code, expired.headers["x-berth-reason"]) == (503, "scale-from-zero-timeout")
         route_.hold_requests(True, limit=10, timeout=30)
         held = asyncio.create_task(client.post(f"{url}/t", json=1))
-        while not route_.waiting:
-            await asyncio.sleep(0.01)
+        await until(lambda: route_.waiting)
         route_.fail_waiting("RuntimeError: no weights")
         failed = await held
         assert (failed.status_code, failed.headers["x-berth-reason"]) == (503, "replica-failed-to-start")

@@ -27,7 +27,7 @@ from berth.core.backoff import failures_after_exit, restart_delay
 from berth.core.placement import Capacity, Placement, Request, place
 from berth.core.reconcile import plan_replicas, resolve_strategy
 from berth.core.status import ReplicaState
-from berth.gateway.routes import RoutingTable, Target, Upstream
+from berth.gateway.routes import Route, RoutingTable, Target, Upstream
 
 log = logging.getLogger("berth.control")
 
@@ -357,11 +357,14 @@ class Reconciler:
                 continue
             targets = tuple(Target(r.id, sock) for r in self.replicas_of(name)
                             if r.state is ReplicaState.READY for sock in r.sockets)
-            if self._targets.get(name) == targets:
-                continue
-            self._targets[name] = targets
-            for upstream in route.set_targets(targets):
-                self._draining.setdefault(upstream.target.replica_id, []).append(upstream)
+            if self._targets.get(name) != targets:
+                self._route_to(name, route, targets)
+
+    def _route_to(self, name: str, route: Route, targets: tuple[Target, ...]) -> None:
+        """Replace a route's targets; the upstreams that leave are watched until they hold nothing."""
+        self._targets[name] = targets
+        for upstream in route.set_targets(targets):
+            self._draining.setdefault(upstream.target.replica_id, []).append(upstream)
 
     def _request_stop(self, replica: Replica, now: float) -> None:
         if replica.state is ReplicaState.TERMINATING:
@@ -395,9 +398,7 @@ class Reconciler:
         for replica in list(self.replicas.values()):
             self._request_stop(replica, now)
         for name, route in self.routes.by_api.items():
-            self._targets[name] = ()
-            for upstream in route.set_targets(()):
-                self._draining.setdefault(upstream.target.replica_id, []).append(upstream)
+            self._route_to(name, route, ())
         deadline = time.monotonic() + timeout
         while self.replicas and time.monotonic() < deadline:
             now = self.clock()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -53,7 +53,6 @@ class Replica:
     exit_code: int | None = None
     last_error: str | None = None
     last_traceback: str | None = None
-    pid_started: float | None = field(default=None)
 
     @property
     def sockets(self) -> list[str]:
