@@ -2,72 +2,47 @@
 
 An ASGI framework plus an HTTP client per request would cost several times the budget, so the
 hot path is plain asyncio protocols: parse the request, rewrite its head, write it to a pooled
-keep-alive connection, and forward the response bytes as they arrive.
+keep-alive connection, and forward the response as it arrives. No task and no timer is created
+per request on that path: one timer per connection serves every deadline (see `_tick`).
+
+A connection serves its requests one at a time, in order. Requests read ahead of the one in
+flight wait in `pending`, and reading pauses as soon as one is there, so a connection buffers at
+most one request beyond the one in flight. Everything the gateway answers itself (errors,
+`100 Continue`, `_berth/` paths) goes out in that same order, never inside another response.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
+import math
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from http import HTTPStatus
 
-import httptools
-
-from berth.gateway.routes import Route, RoutingTable, Upstream
+from berth.gateway.exchange import Exchange, Held
+from berth.gateway.flow import ReadFlow
+from berth.gateway.http import (
+    CONTINUE,
+    ParsedRequest,
+    error_body,
+    forwarded_lines,
+    is_trusted,
+    local_response,
+    parse_networks,
+    request_head,
+)
+from berth.gateway.limits import GatewaySettings, connection_budget
+from berth.gateway.reader import Reading, RequestReader
+from berth.gateway.routes import Route, RoutingTable
 from berth.gateway.upstream import UpstreamConnection
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-    b"proxy-connection", b"expect", b"content-length", b"x-request-id", b"host",
-})
-MAX_PIPELINED = 64
-# After refusing a body, keep reading (and dropping) what the client still sends for this long, so
-# it reads our 413 instead of a connection reset (nginx's "lingering close").
-LINGER_SECONDS = 2.0
+__all__ = ["ClientConnection", "Gateway", "GatewaySettings"]
 
 AdminHandler = Callable[[str], tuple[int, bytes, bytes]]
 Wake = Callable[[str], None]
-
-
-@dataclass
-class GatewaySettings:
-    max_body_size: int = 64 * 2**20
-
-
-@dataclass
-class ParsedRequest:
-    method: bytes
-    url: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    keep_alive: bool
-    request_id: bytes
-
-
-class Exchange:
-    """One request in flight through the gateway."""
-
-    __slots__ = ("data", "keep_alive", "request_id", "route", "started", "tried", "upstream")
-
-    def __init__(self, route: Route, upstream: Upstream, request: ParsedRequest, data: bytes) -> None:
-        self.route = route
-        self.upstream = upstream
-        self.request_id = request.request_id
-        self.keep_alive = request.keep_alive
-        self.started = time.perf_counter()
-        self.tried: list[Upstream] = []
-        self.data = data
-
-    def release(self) -> None:
-        self.route.in_flight -= 1
-        self.upstream.in_flight -= 1
 
 
 class Gateway:
@@ -80,378 +55,458 @@ class Gateway:
         self.admin = admin
         self.wake = wake  # asks the control plane for a replica of an API scaled to zero
         self.server: asyncio.Server | None = None
+        self.connections: set[ClientConnection] = set()
+        self.trusted_networks = parse_networks(settings.trusted_proxies)
+        self._budget = settings.max_connections
+        self._sweeper: asyncio.TimerHandle | None = None
         self._id_prefix = os.urandom(4).hex().encode()
         self._counter = 0
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str | None = None, port: int | None = None, sock: socket.socket | None = None) -> None:
+        """Listen on host:port, or serve a listening socket handed over by the supervisor."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: ClientConnection(self), host, port, reuse_address=True, backlog=4096)
+        self._budget = connection_budget(self.settings.max_connections)
+        if sock is not None:
+            self.server = await loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=4096)
+        else:
+            self.server = await loop.create_server(
+                lambda: ClientConnection(self), host, port or 0, reuse_address=True, backlog=4096)
+        self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop accepting; give requests in flight up to `grace` seconds; close every connection."""
+        loop = asyncio.get_running_loop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
+        deadline = loop.time() + grace
+        while any(not c.idle for c in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.close()
+        for route in self.routes.by_api.values():
+            for upstream in route.upstreams:
+                upstream.close_idle()
+        if self.server is not None:
             await self.server.wait_closed()
 
     def new_request_id(self) -> bytes:
         self._counter += 1
         return b"%s-%x" % (self._id_prefix, self._counter)
 
+    def admit(self, connection: ClientConnection) -> bool:
+        """Room for one more client: at the limit, an idle keep-alive connection makes way (as nginx)."""
+        if len(self.connections) >= self._budget:
+            idle = next((c for c in self.connections if c.idle), None)
+            if idle is not None:
+                idle.close()
+            else:
+                self._budget = connection_budget(self.settings.max_connections)  # the limit may have been raised
+                if len(self.connections) >= self._budget:
+                    return False
+        self.connections.add(connection)
+        return True
+
+    @property
+    def _sweep_interval(self) -> float:
+        return max(0.05, self.settings.upstream_idle_timeout / 2)
+
+    def _sweep(self) -> None:
+        """Close pooled upstream connections idle for longer than upstream_idle_timeout."""
+        parked_before = time.monotonic() - self.settings.upstream_idle_timeout
+        for route in self.routes.by_api.values():
+            for upstream in route.upstreams:
+                upstream.sweep_idle(parked_before)
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval, self._sweep)
+
 
 class ClientConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.parser = httptools.HttpRequestParser(self)
+        self.settings = gateway.settings
+        self.loop = asyncio.get_running_loop()
+        self.reader = RequestReader(self, gateway.settings)
         self.transport: asyncio.Transport | None = None
-        self.closed = False
+        self.flow: ReadFlow | None = None
         self.pending: deque[ParsedRequest] = deque()
         self.exchange: Exchange | None = None
-        self.upstream_connection: UpstreamConnection | None = None
         self.held: Held | None = None
-        self._reset_message()
+        self.closing = False        # no further response will be written
+        self.write_paused = False   # the client reads slower than we write
+        self.client_eof = False     # the client half-closed: answer what it sent, then close
+        self.continue_due = False   # a 100 Continue is owed once the requests ahead are answered
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.idle_since = 0.0
+        self.idle_limit = gateway.settings.header_timeout  # a new connection gets its first request
+        self.last_read = 0.0
+        self.peer = b""
+        self.trusted = False
+        self.forwarded = b""
+
+    @property
+    def idle(self) -> bool:
+        return (self.exchange is None and self.held is None and not self.pending
+                and self.reader.state is Reading.IDLE)
+
+    def close(self) -> None:
+        self.gateway.connections.discard(self)
+        self._close()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
+        if not self.gateway.admit(self):
+            self._refuse(self.transport)
+            return
+        self.flow = ReadFlow(self.transport)
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else ""
+        self.peer = address.encode()
+        self.trusted = is_trusted(address, self.gateway.trusted_networks)
+        self.forwarded = forwarded_lines(self.peer, None, None)
+        now = self.idle_since = self.last_read = self.loop.time()
+        self._arm(now + self.settings.shortest_client_timeout)
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        self.closing = True
+        self.reader.stop()
+        request_id = self.gateway.new_request_id()
+        message = "the gateway is at its connection limit (max_connections); retry later"
+        transport.write(local_response(503, error_body(message, request_id), b"application/json", request_id,
+                                       b"too-many-connections", False, False, False))
+        transport.close()
 
     def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject(400, b"upgrade", "protocol upgrades are not supported")
-            self._close()
-        except httptools.HttpParserError as exc:
-            self._reject(400, b"bad-request", f"malformed HTTP request: {exc}")
-            self._close()
+        self.last_read = self.loop.time()
+        if not self.reader.stopped:
+            self.reader.feed(data)
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        self.reader.stop()  # a request cut short can never complete
+        # Keep the write side open for what the client already asked; _pump closes after it.
+        return not self.closing and not (self.exchange is None and self.held is None and not self.pending)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closing = True
+        self.gateway.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.reader.stop()
         self.pending.clear()
         if self.held is not None:
             self.held.cancel()
             self.held = None
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.release()
+            exchange.route.stats.record(499, self.loop.time() - exchange.started)  # nginx: client closed
+            if exchange.connection is not None:
+                exchange.connection.abandon()  # mid-response it cannot be reused
 
     def pause_writing(self) -> None:
-        if self.upstream_connection is not None:
-            self.upstream_connection.pause_client_reads()
+        self.write_paused = True
+        if self.exchange is not None and self.exchange.connection is not None:
+            self.exchange.connection.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.upstream_connection is not None:
-            self.upstream_connection.resume_client_reads()
+        self.write_paused = False
+        if self.exchange is not None and self.exchange.connection is not None:
+            self.exchange.connection.resume_reading()
+        if not self.closing:
+            self._pump()
 
-    # --- httptools callbacks ----------------------------------------------------------------
-    def _reset_message(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.request_id = b""
-        self.rejected = False
-
-    def on_message_begin(self) -> None:
-        self._reset_message()
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lowered = name.lower()
-        if lowered == b"x-request-id":
-            self.request_id = value
-        elif lowered == b"expect" and value.lower() == b"100-continue":
-            self.headers.append((b"expect", value))
+    # --- RequestSink (called by the reader) ---------------------------------------------------
+    def enqueue(self, request: ParsedRequest) -> None:
+        if self.closing:
             return
-        self.headers.append((lowered, value))
-
-    def on_headers_complete(self) -> None:
-        limit = self.gateway.settings.max_body_size
-        for name, value in self.headers:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                self._reject(413, b"body-too-large",
-                             f"the request body ({int(value)} bytes) exceeds the limit of {limit} bytes")
-                return
-            if name == b"expect" and self.transport is not None:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, body: bytes) -> None:
-        if self.rejected:
-            return
-        self.body_size += len(body)
-        limit = self.gateway.settings.max_body_size
-        if self.body_size > limit:
-            self._reject(413, b"body-too-large", f"the request body exceeds the limit of {limit} bytes")
-            return
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self.rejected:
-            self._close()
-            return
-        if self.closed:
-            return
-        request = ParsedRequest(
-            method=self.parser.get_method(), url=self.url, headers=self.headers,
-            body=b"".join(self.body), keep_alive=self.parser.should_keep_alive(),
-            request_id=self.request_id or self.gateway.new_request_id(),
-        )
+        self.continue_due = False
         self.pending.append(request)
-        if len(self.pending) > MAX_PIPELINED and self.transport is not None:
-            self.transport.pause_reading()
-        if self.exchange is None:
-            self._start_next()
+        self._pump()
+        if self.pending and not self.closing and self.flow is not None:
+            self.flow.pause_reading()
 
-    # --- proxying ---------------------------------------------------------------------------
-    def _start_next(self) -> None:
-        while self.pending and self.exchange is None and self.held is None and not self.closed:
-            self._dispatch(self.pending.popleft())
+    def want_continue(self) -> None:
+        self.continue_due = True
+        self._pump()
+
+    def new_request_id(self) -> bytes:
+        return self.gateway.new_request_id()
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # --- one request at a time, in order -------------------------------------------------------
+    def _pump(self) -> None:
+        pending = self.pending
+        while pending and self.exchange is None and self.held is None and not self.write_paused \
+                and not self.closing:
+            self._dispatch(pending.popleft())
+        if self.closing or pending:
+            return
+        assert self.flow is not None and self.transport is not None
+        self.flow.resume_reading()
+        if self.exchange is None and self.held is None:
+            if self.continue_due and not self.write_paused:
+                self.continue_due = False
+                self.transport.write(CONTINUE)
+            elif self.client_eof:
+                self._close()
 
     def _dispatch(self, request: ParsedRequest) -> None:
-        path, _, query = request.url.partition(b"?")
-        route, subpath = self.gateway.routes.resolve(path.decode("latin-1"))
+        if request.error is not None:
+            self._answer_error(request)
+            return
+        path = request.path.decode("latin-1")
+        route, subpath = self.gateway.routes.resolve(path)
         if route is None:
-            self._answer_locally(request, path.decode("latin-1"))
+            self._answer_locally(request, path)
             return
         if not route.upstreams:
             if route.holds:
                 self._hold(route, request)
                 return
-            self._respond(request, 503, f"API {route.api!r} has no ready replica yet; "
-                          f"see `berth get {route.api}`", b"no-ready-replica", route)
+            route.stats.record(503, 0.0)
+            self._answer(request, 503, f"API {route.api!r} has no ready replica yet; see `berth get {route.api}`",
+                         b"no-ready-replica")
             return
         if not route.admits():
-            self._respond(request, 503, f"API {route.api!r} is at max_replica_concurrency "
-                          f"({route.max_replica_concurrency} per replica, {route.ready_replicas} ready); "
-                          "retry later or raise max_replica_concurrency", b"max-replica-concurrency", route)
+            route.stats.record(503, 0.0)
+            self._answer(request, 503, f"API {route.api!r} is at max_replica_concurrency "
+                         f"({route.max_replica_concurrency} per replica, {route.ready_replicas} ready); "
+                         "retry later or raise max_replica_concurrency", b"max-replica-concurrency")
             return
         upstream = route.pick()
         assert upstream is not None
-        target = subpath.encode("latin-1") + (b"?" + query if query else b"")
-        exchange = Exchange(route, upstream, request, _request_head(request, target) + request.body)
-        self._send(exchange)
-
-    def _send(self, exchange: Exchange) -> None:
+        target = subpath.encode("latin-1") + (b"?" + request.query if request.query else b"")
+        exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
+                            self.loop.time())
         self.exchange = exchange
-        exchange.route.in_flight += 1
-        exchange.upstream.in_flight += 1
-        connection = exchange.upstream.take_idle()
+        if route.timeout < self.settings.shortest_client_timeout:
+            self._arm(exchange.deadline)
+        connection = upstream.take_idle()
         if connection is None:
-            asyncio.get_running_loop().create_task(self._connect(exchange))
-            return
-        self.upstream_connection = connection
-        connection.send(exchange.data, self)
+            self.loop.create_task(self._connect(exchange))
+        else:
+            self._send(exchange, connection)
+
+    def _send(self, exchange: Exchange, connection: UpstreamConnection) -> None:
+        connection.send(exchange, self)
+        if self.write_paused:
+            connection.pause_reading()
 
     async def _connect(self, exchange: Exchange) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             upstream = exchange.upstream
             try:
-                _, connection = await loop.create_unix_connection(
-                    functools.partial(UpstreamConnection, upstream.release), upstream.target.socket_path)
-            except OSError:
-                if self._move_to_another(exchange):
+                async with asyncio.timeout_at(exchange.deadline):
+                    _, connection = await self.loop.create_unix_connection(
+                        functools.partial(UpstreamConnection, upstream.release), upstream.target.socket_path)
+            except OSError:  # TimeoutError included: the exchange's own deadline answers it
+                if self.exchange is not exchange:
+                    return
+                if exchange.move_to_another():
                     continue
-                self._end_exchange()
-                self._fail(exchange, 503, b"replica-unreachable",
-                           f"no replica of API {exchange.route.api!r} accepted a connection")
+                self._finish(exchange, 503)
+                self._answer(exchange.request, 503, f"no replica of API {exchange.route.api!r} accepted "
+                             "a connection", b"replica-unreachable")
+                self._pump()
                 return
-            if self.closed:
-                exchange.release()
-                upstream.release(connection)
-                return
-            self.upstream_connection = connection
-            connection.send(exchange.data, self)
+            if self.exchange is not exchange or self.closing:
+                connection.park()  # never used: as good as any pooled connection
+            else:
+                self._send(exchange, connection)
             return
+
+    def _finish(self, exchange: Exchange, status: int) -> float:
+        """End the exchange in flight: counts released once, the outcome recorded."""
+        self.exchange = None
+        exchange.release()
+        now = self.loop.time()
+        exchange.route.stats.record(status, now - exchange.started)
+        return now
+
+    # --- ResponseSink (called by the upstream connection) -------------------------------------
+    def forward(self, data: bytes) -> None:
+        if not self.closing and self.transport is not None:
+            self.transport.write(data)
+
+    def response_complete(self, status: int, keep_alive: bool) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.idle_since = self._finish(exchange, status)
+        self.idle_limit = self.settings.keep_alive_timeout
+        if not keep_alive:
+            self._close()
+            return
+        self._pump()
+
+    def upstream_lost(self, responded: bool, delivered: bool) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        exchange.connection = None
+        if not responded and not delivered and exchange.move_to_another():
+            # The replica died before reading the request (broken pipe, or reset with it unread).
+            self.loop.create_task(self._connect(exchange))
+            return
+        self._finish(exchange, 502)
+        if responded:
+            self._close()  # part of the response went out: only closing tells the client it is cut
+            return
+        self._answer(exchange.request, 502, "the replica closed the connection before answering; the request "
+                     "was not retried because it had already been sent", b"replica-connection-lost")
+        self._pump()
+
+    # --- deadlines: one timer per connection -------------------------------------------------
+    def _arm(self, deadline: float) -> None:
+        """Make the timer fire no later than `deadline`; `_tick` works out what is due."""
+        if self.timer is not None:
+            if self.timer_at <= deadline:
+                return
+            self.timer.cancel()
+        self.timer_at = deadline
+        self.timer = self.loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        # Firing at least every shortest_client_timeout means a new client deadline never needs
+        # a re-arm on the hot path: only an upstream timeout shorter than that does.
+        self.timer = None
+        if self.closing:
+            return
+        now = self.loop.time()
+        following = now + self.settings.shortest_client_timeout
+        exchange = self.exchange
+        if exchange is not None:
+            if now >= exchange.deadline:
+                self._upstream_timeout(exchange)
+            else:
+                following = min(following, exchange.deadline)
+        if not self.closing:
+            deadline = self._read_deadline()
+            if now >= deadline:
+                self._read_timeout()
+            else:
+                following = min(following, deadline)
+        if not self.closing:
+            self._arm(following)
+
+    def _read_deadline(self) -> float:
+        reader = self.reader
+        if reader.stopped or self.client_eof or (self.flow is not None and self.flow.read_paused):
+            return math.inf  # the client is not the one keeping us waiting
+        if reader.state is Reading.HEAD:
+            return reader.head_started + self.settings.header_timeout
+        if reader.state is Reading.BODY:
+            return math.inf if self.continue_due else self.last_read + self.settings.body_timeout
+        return self.idle_since + self.idle_limit if self.idle else math.inf
+
+    def _read_timeout(self) -> None:
+        if self.reader.state is Reading.IDLE:
+            self._close()  # keep-alive over
+            return
+        timeout = self.settings.header_timeout if self.reader.state is Reading.HEAD else self.settings.body_timeout
+        self.reader.reject(408, b"request-timeout", f"the request did not arrive within {timeout:g}s")
+
+    def _upstream_timeout(self, exchange: Exchange) -> None:
+        connection = exchange.connection
+        responded = connection is not None and connection.responded
+        self._finish(exchange, 504)
+        if connection is not None:
+            connection.abandon()  # the replica may still answer: that connection can never be reused
+        if responded:
+            self._close()
+            return
+        self._answer(exchange.request, 504, f"API {exchange.route.api!r} did not answer within "
+                     f"{exchange.route.timeout:g}s (networking.timeout)", b"upstream-timeout")
+        self._pump()
 
     # --- scale from zero ----------------------------------------------------------------------
     def _hold(self, route: Route, request: ParsedRequest) -> None:
         """Wait for a replica of an API scaled to zero, within the queue bound and the timeout."""
         if len(route.waiting) >= route.hold_limit:
-            self._respond(request, 503, f"API {route.api!r} is starting a replica and already holds "
-                          f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
-                          b"scale-from-zero-queue-full", route)
+            route.stats.record(503, 0.0)
+            self._answer(request, 503, f"API {route.api!r} is starting a replica and already holds "
+                         f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
+                         b"scale-from-zero-queue-full")
             return
         held = Held(self, route, request)
         self.held = held
         route.waiting.append(held)
-        held.timer = asyncio.get_running_loop().call_later(route.hold_timeout, held.expire)
+        held.timer = self.loop.call_later(route.hold_timeout, held.expire)
         self.gateway.wake(route.api)
 
     def resume_held(self, held: Held) -> None:
-        if self.held is not held or self.closed:
+        if self.held is not held or self.closing:
             return
         self.held = None
         self._dispatch(held.request)
-        self._start_next()
+        self._pump()
 
     def expire_held(self, held: Held, message: str | None) -> None:
         """Answer a held request with a 503: its timeout passed, or the replica it waited for failed."""
         if self.held is not held:
             return
         self.held = None
-        api = held.route.api
+        route = held.route
         if message is None:
-            text, reason = (f"no replica of API {api!r} became ready within {held.route.hold_timeout:g}s "
-                            f"(scale_from_zero_timeout); see `berth get {api}`"), b"scale-from-zero-timeout"
+            text, reason = (f"no replica of API {route.api!r} became ready within {route.hold_timeout:g}s "
+                            f"(scale_from_zero_timeout); see `berth get {route.api}`"), b"scale-from-zero-timeout"
         else:
-            text, reason = f"the replica of API {api!r} failed to start: {message}", b"replica-failed-to-start"
-        self._respond(held.request, 503, text, reason, held.route)
-        self._start_next()
-
-    # --- ResponseSink (called by the upstream connection) -------------------------------------
-    def forward(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
-
-    def _end_exchange(self) -> Exchange | None:
-        exchange, self.exchange, self.upstream_connection = self.exchange, None, None
-        if exchange is not None:
-            exchange.release()
-        return exchange
-
-    def response_complete(self, status: int) -> None:
-        exchange = self._end_exchange()
-        if exchange is None:
-            return
-        exchange.route.stats.record(status, time.perf_counter() - exchange.started)
-        self._after_response(exchange.keep_alive)
-
-    def _move_to_another(self, exchange: Exchange) -> bool:
-        """Hand a request its replica never read to one not tried yet (the only safe retry)."""
-        exchange.upstream.in_flight -= 1
-        exchange.tried.append(exchange.upstream)
-        following = exchange.route.pick(exclude=exchange.tried)
-        if following is None:
-            exchange.upstream.in_flight += 1  # the caller ends the exchange, which releases it once
-            return False
-        exchange.upstream = following
-        following.in_flight += 1
-        return True
-
-    def upstream_lost(self, answered: bool, delivered: bool) -> None:
-        current = self.exchange
-        if current is not None and not answered and not delivered and self._move_to_another(current):
-            # The replica died before reading the request (broken pipe, or reset with it unread).
-            self.upstream_connection = None
-            asyncio.get_running_loop().create_task(self._connect(current))
-            return
-        exchange = self._end_exchange()
-        if exchange is None:
-            return
-        if answered:
-            exchange.route.stats.record(502, time.perf_counter() - exchange.started)
-            self._close()
-            return
-        self._fail(exchange, 502, b"replica-connection-lost",
-                   "the replica closed the connection before answering; the request was not retried "
-                   "because it had already been sent")
-
-    def _after_response(self, keep_alive: bool) -> None:
-        if not keep_alive:
-            self._close()
-            return
-        if self.transport is not None and len(self.pending) <= MAX_PIPELINED:
-            self.transport.resume_reading()
-        self._start_next()
+            text, reason = f"the replica of API {route.api!r} failed to start: {message}", b"replica-failed-to-start"
+        route.stats.record(503, 0.0)
+        self._answer(held.request, 503, text, reason)
+        self._pump()
 
     # --- answers the gateway writes itself --------------------------------------------------
-    def _fail(self, exchange: Exchange, status: int, reason: bytes, message: str) -> None:
-        exchange.route.stats.record(status, time.perf_counter() - exchange.started)
-        self._write(status, _error(message, exchange.request_id), b"application/json",
-                    exchange.request_id, reason, exchange.keep_alive)
-        self._after_response(exchange.keep_alive)
-
-    def _respond(self, request: ParsedRequest, status: int, message: str, reason: bytes,
-                 route: Route | None = None) -> None:
-        if route is not None:
-            route.stats.record(status, 0.0)
-        self._write(status, _error(message, request.request_id), b"application/json",
-                    request.request_id, reason, request.keep_alive)
-        if not request.keep_alive:
-            self._close()
+    def _answer(self, request: ParsedRequest, status: int, message: str, reason: bytes) -> None:
+        self._write_local(request, status, error_body(message, request.request_id), b"application/json", reason)
 
     def _answer_locally(self, request: ParsedRequest, path: str) -> None:
         if path.startswith("/_berth/"):
             status, body, content_type = self.gateway.admin(path)
-            self._write(status, body, content_type, request.request_id, None, request.keep_alive)
-            if not request.keep_alive:
-                self._close()
+            self._write_local(request, status, body, content_type, None)
             return
         endpoints = sorted(self.gateway.routes.by_endpoint)
         message = f"no API is deployed at {path}; deployed endpoints: {', '.join(endpoints) or 'none'}"
-        self._respond(request, 404, message, b"no-such-endpoint")
+        self._answer(request, 404, message, b"no-such-endpoint")
 
-    def _reject(self, status: int, reason: bytes, message: str) -> None:
-        """Refuse a request whose body we will not keep: answer now, close once the client stops sending."""
-        if self.rejected:
+    def _write_local(self, request: ParsedRequest, status: int, body: bytes, content_type: bytes,
+                     reason: bytes | None) -> None:
+        if self.closing or self.transport is None:
             return
-        self.rejected = True
-        request_id = self.request_id or self.gateway.new_request_id()
-        self._write(status, _error(message, request_id), b"application/json", request_id, reason, False)
-        asyncio.get_running_loop().call_later(LINGER_SECONDS, self._close)
+        self.transport.write(local_response(status, body, content_type, request.request_id, reason,
+                                            request.keep_alive, request.http10, request.is_head))
+        if not request.keep_alive:
+            self._close()
 
-    def _write(self, status: int, body: bytes, content_type: bytes, request_id: bytes,
-               reason: bytes | None, keep_alive: bool) -> None:
-        if self.closed or self.transport is None:
+    def _answer_error(self, request: ParsedRequest) -> None:
+        """A refused request: answer, then read and drop what the client still sends before closing,
+        so it reads our answer rather than a reset (nginx's lingering close)."""
+        error = request.error
+        assert error is not None and self.transport is not None and self.flow is not None
+        self.transport.write(local_response(
+            error.status, error_body(error.message, request.request_id), b"application/json", request.request_id,
+            error.reason, False, request.http10, request.is_head))
+        self.closing = True
+        self.pending.clear()
+        self.reader.stop()
+        self.flow.resume_reading()
+        if self.client_eof:
+            self.transport.close()
             return
-        phrase = HTTPStatus(status).phrase.encode()
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, phrase),
-                b"content-type: %s\r\ncontent-length: %d\r\nx-request-id: %s\r\n" % (
-                    content_type, len(body), request_id)]
-        if reason:
-            head.append(b"x-berth-reason: %s\r\n" % reason)
-        if not keep_alive:
-            head.append(b"connection: close\r\n")
-        self.transport.write(b"".join(head) + b"\r\n" + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(self.settings.linger_timeout, self.transport.close)
 
     def _close(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-
-
-class Held:
-    """A request waiting for an API scaled to zero to get a ready replica."""
-
-    __slots__ = ("connection", "request", "route", "timer")
-
-    def __init__(self, connection: ClientConnection, route: Route, request: ParsedRequest) -> None:
-        self.connection = connection
-        self.route = route
-        self.request = request
-        self.timer: asyncio.TimerHandle | None = None
-
-    def resume(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.connection.resume_held(self)
-
-    def expire(self) -> None:
-        self.drop()
-        self.connection.expire_held(self, None)
-
-    def fail(self, message: str) -> None:
-        self.cancel()
-        self.connection.expire_held(self, message)
-
-    def cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.drop()
-
-    def drop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.route.waiting.remove(self)
-
-
-def _request_head(request: ParsedRequest, target: bytes) -> bytes:
-    lines = [b"%s %s HTTP/1.1\r\nhost: berth\r\nx-request-id: %s\r\ncontent-length: %d\r\n" % (
-        request.method, target, request.request_id, len(request.body))]
-    for name, value in request.headers:
-        if name not in HOP_BY_HOP:
-            lines.append(b"%s: %s\r\n" % (name, value))
-    lines.append(b"\r\n")
-    return b"".join(lines)
-
-
-def _error(message: str, request_id: bytes) -> bytes:
-    return json.dumps({"error": message, "request_id": request_id.decode("latin-1")}).encode()

@@ -58,14 +58,21 @@ class Upstream:
         while self.idle:
             self.idle.pop().close()
 
+    def sweep_idle(self, parked_before: float) -> None:
+        """Close pooled connections idle since before the given time (the oldest sit on the left)."""
+        idle = self.idle
+        while idle and (idle[0].idle_since < parked_before or not idle[0].usable):
+            idle.popleft().close()
+
 
 class Route:
     """An API as the gateway sees it."""
 
-    def __init__(self, api: str, endpoint: str, max_replica_concurrency: int) -> None:
+    def __init__(self, api: str, endpoint: str, max_replica_concurrency: int, timeout: float = 600.0) -> None:
         self.api = api
         self.endpoint = endpoint
         self.max_replica_concurrency = max_replica_concurrency
+        self.timeout = timeout  # seconds a replica may take to answer (networking.timeout): then 504
         self.upstreams: list[Upstream] = []
         self.ready_replicas = 0
         self.in_flight = 0

@@ -1,0 +1,214 @@
+"""The request side of a client connection: httptools callbacks turned into whole requests.
+
+It enforces the size limits as bytes arrive (414, 431, 413), refuses expectations it cannot meet
+(417), accepts absolute-form targets, drops trailers (they never override a header) and hands one
+ParsedRequest per message to its connection, in order, rejections included.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol
+
+import httptools
+
+from berth.gateway.http import REQUEST_SPECIAL, ParsedRequest, Rejection, connection_tokens, forwarded_lines, rejected
+from berth.gateway.limits import GatewaySettings
+
+
+class Reading(Enum):
+    IDLE = 0   # between messages
+    HEAD = 1   # request line and headers
+    BODY = 2
+
+
+class RequestSink(Protocol):
+    """The connection, as the reader sees it."""
+
+    peer: bytes
+    trusted: bool
+    forwarded: bytes
+
+    def enqueue(self, request: ParsedRequest) -> None: ...
+
+    def want_continue(self) -> None: ...
+
+    def new_request_id(self) -> bytes: ...
+
+    def now(self) -> float: ...
+
+
+class RequestReader:
+    def __init__(self, sink: RequestSink, settings: GatewaySettings) -> None:
+        self.sink = sink
+        self.settings = settings
+        self.parser = httptools.HttpRequestParser(self)
+        self.state = Reading.IDLE
+        self.head_started = 0.0
+        self.stopped = False  # after a rejection: nothing more is parsed on this connection
+        self._head_bytes = 0
+        self._reset()
+
+    def feed(self, data: bytes) -> None:
+        continued_head = self.state is Reading.HEAD
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.stopped = True  # the Upgrade header was dropped; the replica answered a plain request
+        except httptools.HttpParserError as exc:
+            self.reject(400, b"bad-request", f"malformed HTTP request: {exc}")
+        if continued_head and self.state is Reading.HEAD and not self.stopped:
+            # A header httptools is still gathering is invisible to on_header: bound it here.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.settings.max_request_line + self.settings.max_header_bytes:
+                self.reject(431, b"headers-too-large", "the request head exceeds its size limit")
+
+    def reject(self, status: int, reason: bytes, message: str) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        request_id = self.request_id or self.sink.new_request_id()
+        self.sink.enqueue(rejected(Rejection(status, reason, message), request_id, self._method(), self.http10))
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def _method(self) -> bytes:
+        try:
+            return self.parser.get_method() if self.state is not Reading.IDLE else b"GET"
+        except httptools.HttpParserError:
+            return b"GET"
+
+    def _reset(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.header_bytes = 0
+        self.request_id = b""
+        self.host: bytes | None = None
+        self.expect = b""
+        self.content_length = b""
+        self.tokens: list[bytes] = []
+        self.client_for: bytes | None = None
+        self.client_proto: bytes | None = None
+        self.client_host: bytes | None = None
+        self.http10 = False
+
+    # --- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.state = Reading.HEAD
+        self.head_started = self.sink.now()
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        if self.stopped:
+            return
+        self.url += url
+        if len(self.url) > self.settings.max_request_line:
+            self.reject(414, b"uri-too-long", f"the request target exceeds {self.settings.max_request_line} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state is not Reading.HEAD or self.stopped:
+            return  # trailers, or a request already refused
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.settings.max_header_bytes:
+            self.reject(431, b"headers-too-large",
+                        f"the request headers exceed {self.settings.max_header_bytes} bytes")
+            return
+        lowered = name.lower()
+        if lowered in REQUEST_SPECIAL:
+            self._special(lowered, value)
+        else:
+            self.headers.append((lowered, value))
+
+    def _special(self, name: bytes, value: bytes) -> None:
+        if name == b"x-request-id":
+            self.request_id = value
+        elif name == b"host":
+            if self.host is not None:
+                self.reject(400, b"bad-request", "more than one Host header")
+            self.host = value
+        elif name == b"expect":
+            self.expect = value.lower()
+        elif name == b"content-length":
+            self.content_length = value
+        elif name == b"connection":
+            self.tokens += connection_tokens(value)
+        elif self.sink.trusted:
+            if name == b"x-forwarded-for":
+                self.client_for = value if self.client_for is None else b"%s, %s" % (self.client_for, value)
+            elif name == b"x-forwarded-proto":
+                self.client_proto = value
+            elif name == b"x-forwarded-host":
+                self.client_host = value
+
+    def on_headers_complete(self) -> None:
+        self.state = Reading.BODY
+        if self.stopped:
+            return
+        parser = self.parser
+        self.http10 = parser.get_http_version() == "1.0"
+        limit = self.settings.max_body_size
+        if self.content_length.isdigit() and int(self.content_length) > limit:
+            self.reject(413, b"body-too-large",
+                        f"the request body ({int(self.content_length)} bytes) exceeds the limit of {limit} bytes")
+        elif self.expect and not self.http10:  # RFC 9110 §10.1.1: 1.0 expectations are ignored
+            if self.expect != b"100-continue":
+                self.reject(417, b"expectation-failed", "only `Expect: 100-continue` is supported")
+            else:
+                self.sink.want_continue()
+
+    def on_body(self, body: bytes) -> None:
+        if self.stopped:
+            return
+        self.body_size += len(body)
+        if self.body_size > self.settings.max_body_size:
+            self.reject(413, b"body-too-large",
+                        f"the request body exceeds the limit of {self.settings.max_body_size} bytes")
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.state = Reading.IDLE
+        if self.stopped:
+            return
+        request = self._request()
+        if request is not None:
+            self.sink.enqueue(request)
+
+    def _request(self) -> ParsedRequest | None:
+        parser = self.parser
+        target = self._target()
+        if target is None:
+            return None
+        path, query, host = target
+        headers = self.headers
+        if self.tokens:
+            named = set(self.tokens)
+            headers = [(name, value) for name, value in headers if name not in named]
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        sink = self.sink
+        forwarded = sink.forwarded if not sink.trusted else forwarded_lines(
+            sink.peer, self.client_for, self.client_proto)
+        return ParsedRequest(
+            method=parser.get_method(), path=path, query=query, host=self.client_host or host, headers=headers,
+            body=b"".join(self.body) if len(self.body) != 1 else self.body[0], keep_alive=keep_alive,
+            http10=self.http10, request_id=self.request_id or sink.new_request_id(), forwarded=forwarded)
+
+    def _target(self) -> tuple[bytes, bytes, bytes] | None:
+        """Path, query and Host; an absolute-form target names the host itself (RFC 9112 §3.2.2)."""
+        url = self.url
+        if url.startswith(b"/") or url == b"*":
+            path, _, query = url.partition(b"?")
+            return path, query, self.host or b""
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            parsed = None
+        if parsed is None or parsed.schema not in (b"http", b"https") or not parsed.host:
+            self.reject(400, b"bad-request", "the request target is neither a path nor an http URL")
+            return None
+        host = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+        return parsed.path or b"/", parsed.query or b"", host
