@@ -55,3 +55,7 @@ class DeployFailed(BerthError):
     """`deploy --wait` saw the API fail to start."""
 
     exit_code = 6
+
+
+class UnsafeFolder(BerthError):
+    """A folder berth keeps sockets in is not private to this user: a symlink, someone else's, or open to others."""

@@ -189,3 +189,94 @@ def test_bad_durations(bad: object) -> None:
 def test_duration_format_round_trips(amount: int, unit: str) -> None:
     seconds = parse_duration(f"{amount}{unit}")
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("  autoscaling:\n    min_replicas: 3\n    max_replicas: 2\n    mystery: 1\n",
+         ["berth.yaml:9:5: autoscaling.mystery: unknown field (expected one of: "
+          + "min_replicas, max_replicas, init_replicas, target_replica_concurrency, max_replica_concurrency, "
+          + "window, downscale_stabilization_period, upscale_stabilization_period, max_downscale_factor, "
+          + "max_upscale_factor, downscale_tolerance, upscale_tolerance, scale_from_zero_queue, "
+          + "scale_from_zero_timeout)",
+          "berth.yaml:7:5: autoscaling: min_replicas (3) must not exceed max_replicas (2)"]),
+        ("  autoscalling: {}\n  autoscaling:\n    min_replicas: 3\n    max_replicas: 2\n",
+         ["berth.yaml:8:5: autoscaling: min_replicas (3) must not exceed max_replicas (2)",
+          "berth.yaml:6:3: autoscalling: unknown field (did you mean 'autoscaling'?)"]),
+        ("  autoscaling:\n    window: 15s\n    min_replicas: 3\n    max_replicas: 2\n"
+         "    target_replica_concurrency: 2000\n",
+         ["berth.yaml:7:5: autoscaling.window: must be a multiple of 10s (got 15s)",
+          "berth.yaml:8:5: autoscaling: min_replicas (3) must not exceed max_replicas (2)",
+          "berth.yaml:10:5: autoscaling: target_replica_concurrency (2000) must not exceed "
+          "max_replica_concurrency (1024)"]),
+        ("    processes_per_replica: 2\n    threads_per_process: 600\n    threads_per_proces: 1\n"
+         "  update_strategy:\n    max_surge: 0\n    max_unavailable: 0%\n",
+         ["berth.yaml:8:5: predictor.threads_per_proces: unknown field (did you mean 'threads_per_process'?)",
+          "berth.yaml:10:5: update_strategy: max_surge and max_unavailable must not both be 0",
+          "berth.yaml:1:3: autoscaling: the default target_replica_concurrency (processes x threads = 1200) "
+          "exceeds max_replica_concurrency (1024)"]),
+        ("    models: {path: a.onnx, dir: models, cache_size: 2}\n  networking:\n    timeout: 0s\n",
+         ["berth.yaml:6:14: predictor.models: give exactly one of path, paths or dir (got path, dir)",
+          "berth.yaml:6:41: predictor.models: cache_size and disk_cache_size go together (Cortex's rule)",
+          "berth.yaml:8:5: networking.timeout: must be greater than 0s (got 0s)"]),
+    ],
+    ids=["unknown-field-and-bounds", "unknown-top-level-and-bounds", "invalid-field-and-two-rules",
+         "rules-at-three-levels", "nested-model-rules"],
+)
+def test_cross_field_rules_are_reported_with_the_field_errors(extra: str, expected: list[str]) -> None:
+    assert problems(MINIMAL + extra) == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "  autoscaling:\n    min_replicas: 300\n    max_replicas: many\n",  # not "300 > default 100"
+        "  autoscaling:\n    init_replicas: 5\n    max_replicas: -1\n",
+        "    processes_per_replica: 0\n    threads_per_process: 2000\n",
+    ],
+)
+def test_a_rule_over_an_invalid_field_is_not_reported(extra: str) -> None:
+    assert len(problems(MINIMAL + extra)) == 1, problems(MINIMAL + extra)
+
+
+def test_the_schema_alone_still_refuses_cross_field_problems() -> None:
+    from pydantic import ValidationError
+
+    from berth.config.schema import Autoscaling
+
+    with pytest.raises(ValidationError, match=r"min_replicas \(3\) must not exceed max_replicas \(2\); "
+                                              r"init_replicas \(3\) must lie between"):
+        Autoscaling.model_validate({"min_replicas": 3, "max_replicas": 2, "init_replicas": 3})
+
+
+def test_missing_predictor_file_is_reported_with_field_errors(tmp_path: Path) -> None:
+    (tmp_path / "berth.yaml").write_text(MINIMAL.replace("iris", "Iris") + "  autoscaling:\n    min_replicas: 3\n"
+                                         "    max_replicas: 2\n    bogus: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(tmp_path)
+    assert [p.split(": ")[1] for p in info.value.problems] == ["name", "autoscaling.bogus", "autoscaling",
+                                                              "predictor.path"]
+    assert info.value.problems[-1].startswith("berth.yaml:5:5: predictor.path: file not found")
+
+
+def test_symlinks_leaving_the_project_are_reported_with_spec_errors(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "berth.yaml").write_text(MINIMAL + "  autoscaling:\n    window: 15s\n")
+    (project / "predictor.py").write_text("class PythonPredictor:\n    pass\n")
+    (project / "weights").symlink_to(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_spec(project)
+    window, link = info.value.problems
+    assert window.startswith("berth.yaml:7:5: autoscaling.window")
+    assert link.startswith(f"weights: symlink to {tmp_path} leaves the project folder {project}")
+
+
+def test_networking_timeout() -> None:
+    assert parse(MINIMAL).apis[0].networking.timeout == 600.0
+    text = MINIMAL + "  networking:\n    timeout: 90s\n"
+    assert parse(text).apis[0].networking.timeout == 90.0
+    assert parse(MINIMAL + "  networking:\n    timeout: 2.5\n").apis[0].networking.timeout == 2.5
+    assert problems(MINIMAL + "  networking:\n    timeout: soon\n") == [
+        "berth.yaml:7:5: networking.timeout: expected a duration such as 10ms, 10s or 5m (got 'soon')"]

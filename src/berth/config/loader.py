@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import types
 import typing
@@ -13,7 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from berth.config.schema import RealtimeAPI
+from berth.config.project import scan_project
+from berth.config.schema import CROSS_FIELD, RealtimeAPI
 from berth.errors import ConfigError
 
 SPEC_NAMES = ("berth.yaml", "berth.yml", "cortex.yaml", "cortex.yml")
@@ -30,6 +32,10 @@ IGNORED_FIELDS: dict[tuple[str, ...], str] = {
 }
 
 Path_ = tuple[str | int, ...]
+Marks = dict[Path_, tuple[int, int]]
+# Enough to unmask rules hidden behind rules of the models they hold; each round removes more.
+MAX_REPAIR_ROUNDS = 4
+STAND_INS = {"name": "stand-in", "kind": "RealtimeAPI"}
 
 
 @dataclass(frozen=True)
@@ -78,21 +84,21 @@ def parse_spec_text(text: str, spec_path: Path, check_files: bool = False) -> Sp
     apis: list[RealtimeAPI] = []
     for index, item in items:
         _drop_ignored(item, (index,), marks, label, warnings)
-        try:
-            api = RealtimeAPI.model_validate(item)
-        except ValidationError as exc:
-            problems.extend(_describe(exc, (index,), marks, label))
-            continue
+        api, found = _validate_api(item, (index,), marks, label)
+        problems.extend(found)
         if check_files:
-            problems.extend(_check_predictor(api, spec_path.parent, (index,), marks, label))
-        apis.append(api)
+            problems.extend(_check_predictor(item, spec_path.parent, (index,), marks, label))
+        if api is not None:
+            apis.append(api)
     problems.extend(_duplicates(apis, items, marks, label))
+    if check_files:
+        problems.extend(scan_project(spec_path.parent, spec_path).problems)
     if problems:
         raise ConfigError(problems, hint=f"fix {label} and run the command again; nothing was changed")
     return SpecFile(path=spec_path, apis=tuple(apis), warnings=tuple(warnings))
 
 
-def _compose(text: str, label: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
+def _compose(text: str, label: str) -> tuple[Any, Marks]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -105,13 +111,13 @@ def _compose(text: str, label: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         raise ConfigError([f"{label}: invalid YAML: {exc}"]) from exc
     finally:
         loader.dispose()
-    marks: dict[Path_, tuple[int, int]] = {}
+    marks: Marks = {}
     if node is not None:
         _collect_marks(node, (), marks)
     return data, marks
 
 
-def _collect_marks(node: yaml.Node, path: Path_, marks: dict[Path_, tuple[int, int]]) -> None:
+def _collect_marks(node: yaml.Node, path: Path_, marks: Marks) -> None:
     marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -123,7 +129,7 @@ def _collect_marks(node: yaml.Node, path: Path_, marks: dict[Path_, tuple[int, i
             _collect_marks(value, (*path, index), marks)
 
 
-def _where(label: str, marks: dict[Path_, tuple[int, int]], path: Path_) -> str:
+def _where(label: str, marks: Marks, path: Path_) -> str:
     for end in range(len(path), -1, -1):
         mark = marks.get(path[:end])
         if mark:
@@ -132,7 +138,7 @@ def _where(label: str, marks: dict[Path_, tuple[int, int]], path: Path_) -> str:
 
 
 def _api_items(
-    data: Any, marks: dict[Path_, tuple[int, int]], label: str
+    data: Any, marks: Marks, label: str
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
     if data is None:
         raise ConfigError([f"{label}: the file is empty; expected a list of APIs"])
@@ -154,7 +160,7 @@ def _api_items(
 def _drop_ignored(
     item: dict[str, Any],
     prefix: Path_,
-    marks: dict[Path_, tuple[int, int]],
+    marks: Marks,
     label: str,
     warnings: list[str],
 ) -> None:
@@ -168,16 +174,85 @@ def _drop_ignored(
             warnings.append(f"{_where(label, marks, (*prefix, *path))}: {dotted}: ignored locally ({why})")
 
 
-def _describe(
-    exc: ValidationError, prefix: Path_, marks: dict[Path_, tuple[int, int]], label: str
-) -> list[str]:
+def _validate_api(item: dict[str, Any], prefix: Path_, marks: Marks,
+                  label: str) -> tuple[RealtimeAPI | None, list[str]]:
+    """The API, or every problem in it: pydantic skips a model's cross-field rules while any of its
+    fields is invalid, so the invalid values are removed and the rest validated again, keeping
+    only rules whose fields were all valid as written."""
+    try:
+        return RealtimeAPI.model_validate(item), []
+    except ValidationError as exc:
+        errors = exc.errors()
+    problems = _describe(errors, prefix, marks, label, removed=set())
+    removed: set[Path_] = set()
+    current = copy.deepcopy(item)
+    for _ in range(MAX_REPAIR_ROUNDS):
+        fresh = {_remove(current, tuple(error["loc"])) for error in errors if error["loc"]} - removed
+        if not fresh:
+            break
+        removed |= fresh
+        # Required top-level fields no rule reads: stand-ins let the API-level rules run.
+        current.update({key: value for key, value in STAND_INS.items() if (key,) in fresh})
+        try:
+            RealtimeAPI.model_validate(current)
+            break
+        except ValidationError as exc:
+            errors = exc.errors()
+        unmasked = [error for error in errors if error["type"] == CROSS_FIELD]
+        problems.extend(p for p in _describe(unmasked, prefix, marks, label, removed) if p not in problems)
+    return None, problems
+
+
+def _remove(data: dict[str, Any], loc: Path_) -> Path_:
+    """Delete the deepest key on `loc` that the data holds; the path that was actually removed."""
+    parent: Any = data
+    deepest: tuple[dict[str, Any], str, int] | None = None
+    for depth, part in enumerate(loc):
+        if isinstance(parent, dict) and part in parent:
+            deepest = (parent, str(part), depth)
+            parent = parent[part]
+        elif isinstance(parent, list) and isinstance(part, int) and 0 <= part < len(parent):
+            parent = parent[part]
+        else:
+            break
+    if deepest is None:
+        return loc
+    container, key, depth = deepest
+    del container[key]
+    return loc[: depth + 1]
+
+
+def _describe(errors: list[Any], prefix: Path_, marks: Marks, label: str, removed: set[Path_]) -> list[str]:
     problems = []
-    for error in exc.errors():
+    for error in errors:
         loc = tuple(error["loc"])
+        if error["type"] == CROSS_FIELD:
+            problems.extend(_describe_cross_field(error, loc, prefix, marks, label, removed))
+            continue
         where = _where(label, marks, (*prefix, *loc))
         dotted = ".".join(str(part) for part in loc) or "api"
         problems.append(f"{where}: {dotted}: {_message(error, loc)}")
     return problems
+
+
+def _describe_cross_field(error: Any, loc: Path_, prefix: Path_, marks: Marks, label: str,
+                          removed: set[Path_]) -> list[str]:
+    """One line per broken rule, at its first field, unless one of its fields was invalid itself."""
+    problems = []
+    for message, fields in error["ctx"]["problems"]:
+        paths = [(*loc, *field.split(".")) for field in fields]
+        if any(_overlap(path, gone) for path in paths for gone in removed):
+            continue
+        first = paths[0] if paths else loc
+        where = _where(label, marks, (*prefix, *first))
+        dotted = ".".join(str(part) for part in first[:-1]) or "api"
+        problems.append(f"{where}: {dotted}: {message}")
+    return problems
+
+
+def _overlap(a: Path_, b: Path_) -> bool:
+    shorter = min(len(a), len(b))
+    return a[:shorter] == b[:shorter]
 
 
 def _message(error: Any, loc: Path_) -> str:
@@ -218,19 +293,25 @@ def _model_in(annotation: Any) -> Any:
     return annotation
 
 
-def _check_predictor(
-    api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_, tuple[int, int]], label: str
-) -> list[str]:
-    return [*_check_models(api, root, prefix, marks, label), *_check_predictor_file(api, root, prefix, marks, label)]
-
-
-def _check_predictor_file(
-    api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_, tuple[int, int]], label: str
-) -> list[str]:
-    if api.predictor.path is None:
+def _check_predictor(item: dict[str, Any], root: Path, prefix: Path_, marks: Marks, label: str) -> list[str]:
+    """File checks on the raw item, so a missing predictor file is reported with the field errors."""
+    predictor = item.get("predictor")
+    if not isinstance(predictor, dict):
         return []
-    where = _where(label, marks, (*prefix, "predictor", "path"))
-    path = (root / api.predictor.path).resolve()
+    models = predictor.get("models", predictor.get("multi_model_reloading"))
+    path = predictor.get("path")
+    kind = predictor.get("type")
+    class_name = {"python": "PythonPredictor", "onnx": "ONNXPredictor"}.get(kind) if isinstance(kind, str) else None
+    return [*_check_models(_model_paths(models), root, prefix, marks, label),
+            *_check_predictor_file(path if isinstance(path, str) and path else None, class_name, root,
+                                   _where(label, marks, (*prefix, "predictor", "path")), label)]
+
+
+def _check_predictor_file(relative: str | None, class_name: str | None, root: Path, where: str,
+                          label: str) -> list[str]:
+    if relative is None:
+        return []
+    path = (root / relative).resolve()
     if not path.is_file():
         return [
             f"{where}: predictor.path: file not found: {path} "
@@ -243,24 +324,27 @@ def _check_predictor_file(
     except (OSError, UnicodeDecodeError) as exc:
         return [f"{where}: predictor.path: cannot read {path}: {exc}"]
     classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
-    wanted = api.predictor.class_name
-    if wanted not in classes:
+    if class_name is not None and class_name not in classes:
         found = ", ".join(classes) if classes else "none"
-        return [f"{where}: predictor.path: {path.name} defines no class {wanted} (classes found: {found})"]
+        return [f"{where}: predictor.path: {path.name} defines no class {class_name} (classes found: {found})"]
     return []
 
 
-def _check_models(api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_, tuple[int, int]],
-                  label: str) -> list[str]:
-    models = api.predictor.models
-    if models is None:
+def _model_paths(models: object) -> list[str]:
+    """Every local or remote path a raw `models` section names; the schema checks its shape."""
+    if not isinstance(models, dict):
         return []
+    named = models.get("paths")
+    candidates = [models.get("path"), models.get("dir")]
+    if isinstance(named, list):
+        candidates.extend(entry.get("path") for entry in named if isinstance(entry, dict))
+    return [path for path in candidates if isinstance(path, str) and path]
+
+
+def _check_models(paths: list[str], root: Path, prefix: Path_, marks: Marks, label: str) -> list[str]:
     where = _where(label, marks, (*prefix, "predictor", "models"))
-    paths = [models.path] if models.path else [p.path for p in models.paths or ()] if models.paths else [models.dir]
     problems = []
     for path in paths:
-        if path is None:
-            continue
         if "://" in path:
             if not path.startswith("s3://") or len(path) <= len("s3://"):
                 problems.append(f"{where}: predictor.models: {path}: remote models must be s3://bucket/key URIs")
@@ -273,7 +357,7 @@ def _check_models(api: RealtimeAPI, root: Path, prefix: Path_, marks: dict[Path_
 def _duplicates(
     apis: list[RealtimeAPI],
     items: list[tuple[int, dict[str, Any]]],
-    marks: dict[Path_, tuple[int, int]],
+    marks: Marks,
     label: str,
 ) -> list[str]:
     problems: list[str] = []

@@ -14,6 +14,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from berth.config.units import format_duration, parse_duration, parse_quantity
 
@@ -23,6 +24,20 @@ Quantity = Annotated[float, BeforeValidator(parse_quantity)]
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 ENDPOINT_PATTERN = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 _PERCENT = re.compile(r"^(\d+)%$")
+
+CROSS_FIELD = "cross_field"
+# A rule broken by several fields together: its message and the fields it reads (dotted, relative
+# to the model that checks it). The loader reports every one, and uses the fields to tell whether
+# the rule still means something when one of them was itself invalid.
+CrossField = tuple[str, tuple[str, ...]]
+
+
+def refuse(problems: list[CrossField]) -> None:
+    """Raise every broken cross-field rule of one model as one error the loader splits again."""
+    if problems:
+        raise PydanticCustomError(CROSS_FIELD, "{summary}",
+                                  {"summary": "; ".join(message for message, _ in problems),
+                                   "problems": tuple(problems)})
 
 
 class Model(BaseModel):
@@ -61,15 +76,19 @@ class Models(Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> Models:
+        problems: list[CrossField] = []
         given = [name for name in ("path", "paths", "dir") if getattr(self, name)]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of path, paths or dir (got {', '.join(given) or 'none'})")
+            problems.append((f"give exactly one of path, paths or dir (got {', '.join(given) or 'none'})",
+                             ("path", "paths", "dir")))
         if self.paths is not None and len({p.name for p in self.paths}) != len(self.paths):
-            raise ValueError("model names in paths must be unique")
+            problems.append(("model names in paths must be unique", ("paths",)))
         if (self.cache_size is None) != (self.disk_cache_size is None):
-            raise ValueError("cache_size and disk_cache_size go together (Cortex's rule)")
+            problems.append(("cache_size and disk_cache_size go together (Cortex's rule)",
+                             ("cache_size", "disk_cache_size")))
         if self.cache_size and self.disk_cache_size and self.cache_size > self.disk_cache_size:
-            raise ValueError("cache_size must not exceed disk_cache_size")
+            problems.append(("cache_size must not exceed disk_cache_size", ("cache_size", "disk_cache_size")))
+        refuse(problems)
         return self
 
 
@@ -104,12 +123,17 @@ class Predictor(Model):
 
     @model_validator(mode="after")
     def _needs(self) -> Predictor:
+        problems: list[CrossField] = []
         if self.type == "python" and not self.path:
-            raise ValueError("a python predictor needs path: the file holding class PythonPredictor")
+            problems.append(("a python predictor needs path: the file holding class PythonPredictor",
+                             ("path", "type")))
         if self.type == "onnx" and self.models is None:
-            raise ValueError("an onnx predictor needs models: {path: model.onnx} (or paths, or dir)")
+            problems.append(("an onnx predictor needs models: {path: model.onnx} (or paths, or dir)",
+                             ("models", "type")))
         if self.models and self.models.cache_size and self.processes_per_replica > 1:
-            raise ValueError("models.cache_size needs processes_per_replica: 1 (Cortex's rule)")
+            problems.append(("models.cache_size needs processes_per_replica: 1 (Cortex's rule)",
+                             ("processes_per_replica", "models")))
+        refuse(problems)
         return self
 
     @property
@@ -171,22 +195,21 @@ class Autoscaling(Model):
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
+        problems: list[CrossField] = []
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})"
-            )
+            problems.append((f"min_replicas ({self.min_replicas}) must not exceed max_replicas "
+                             f"({self.max_replicas})", ("min_replicas", "max_replicas")))
         init = self.init_replicas
         if init is not None and not self.min_replicas <= init <= self.max_replicas:
-            raise ValueError(
-                f"init_replicas ({init}) must lie between min_replicas ({self.min_replicas}) "
-                f"and max_replicas ({self.max_replicas})"
-            )
+            problems.append((f"init_replicas ({init}) must lie between min_replicas ({self.min_replicas}) "
+                             f"and max_replicas ({self.max_replicas})",
+                             ("init_replicas", "min_replicas", "max_replicas")))
         target = self.target_replica_concurrency
         if target is not None and target > self.max_replica_concurrency:
-            raise ValueError(
-                f"target_replica_concurrency ({target:g}) must not exceed "
-                f"max_replica_concurrency ({self.max_replica_concurrency})"
-            )
+            problems.append((f"target_replica_concurrency ({target:g}) must not exceed "
+                             f"max_replica_concurrency ({self.max_replica_concurrency})",
+                             ("target_replica_concurrency", "max_replica_concurrency")))
+        refuse(problems)
         return self
 
 
@@ -212,7 +235,7 @@ class UpdateStrategy(Model):
     @model_validator(mode="after")
     def _not_both_zero(self) -> UpdateStrategy:
         if _is_zero(self.max_surge) and _is_zero(self.max_unavailable):
-            raise ValueError("max_surge and max_unavailable must not both be 0")
+            refuse([("max_surge and max_unavailable must not both be 0", ("max_surge", "max_unavailable"))])
         return self
 
 
@@ -222,6 +245,16 @@ def _is_zero(value: int | str) -> bool:
 
 class Networking(Model):
     endpoint: str | None = None
+    # new: seconds the gateway waits for a replica's response before answering 504; generous,
+    # since predictions can be long
+    timeout: Duration = 600.0
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0s (got {format_duration(value)})")
+        return value
 
     @field_validator("endpoint")
     @classmethod
@@ -279,12 +312,10 @@ class RealtimeAPI(Model):
             update["init_replicas"] = value.min_replicas
         if value.target_replica_concurrency is None and isinstance(predictor, Predictor):
             target = predictor.processes_per_replica * predictor.threads_per_process
-            if target > value.max_replica_concurrency:
-                raise ValueError(
-                    f"the default target_replica_concurrency (processes x threads = {target}) "
-                    f"exceeds max_replica_concurrency ({value.max_replica_concurrency})"
-                )
-            update["target_replica_concurrency"] = float(target)
+            # One that does not fit stays unset, for _default_target_fits to report with the
+            # rest rather than alone here.
+            if target <= value.max_replica_concurrency:
+                update["target_replica_concurrency"] = float(target)
         return value.model_copy(update=update) if update else value
 
     @field_validator("networking")
@@ -294,6 +325,16 @@ class RealtimeAPI(Model):
         if value.endpoint is None and isinstance(name, str):
             return value.model_copy(update={"endpoint": "/" + name})
         return value
+
+    @model_validator(mode="after")
+    def _default_target_fits(self) -> RealtimeAPI:
+        if self.autoscaling.target_replica_concurrency is None:
+            target = self.predictor.processes_per_replica * self.predictor.threads_per_process
+            refuse([(f"the default target_replica_concurrency (processes x threads = {target}) "
+                     f"exceeds max_replica_concurrency ({self.autoscaling.max_replica_concurrency})",
+                     ("autoscaling.max_replica_concurrency", "predictor.processes_per_replica",
+                      "predictor.threads_per_process"))])
+        return self
 
     @property
     def endpoint(self) -> str:

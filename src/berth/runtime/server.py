@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -69,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = ReplicaSettings(api=api, project=args.project, replica_id=args.replica_id,
                                process_index=args.process_index, model_cache=args.model_cache)
-    sock = socket_path(args.socket_dir, args.process_index)
-    sock.unlink(missing_ok=True)
-    args.socket_dir.mkdir(parents=True, exist_ok=True)
-    listen: dict[str, object] = {"uds": str(sock)}
+    sockets: list[socket.socket] | None = None
+    listen: dict[str, object] = {}
     if args.port is not None and args.process_index == 0:
         listen = {"host": args.host, "port": args.port}
+    else:
+        sockets = [bind_private_socket(socket_path(args.socket_dir, args.process_index))]
     holder: list[ReplicaServer] = []
     app = ReplicaApp(settings, on_fatal=lambda exc: _init_failed(args.socket_dir, exc, holder[0]))
     config = uvicorn.Config(
@@ -85,8 +86,29 @@ def main(argv: list[str] | None = None) -> int:
     holder.append(server)
     if args.process_index == 0 and api.predictor.processes_per_replica > 1:
         _start_siblings(server, argv if argv is not None else sys.argv[1:], api.predictor.processes_per_replica)
-    server.run()
+    server.run(sockets=sockets)
     return server.exit_code
+
+
+def bind_private_socket(path: Path) -> socket.socket:
+    """A unix socket only this user can connect to, never briefly open to others.
+
+    Bound here rather than by uvicorn, which chmods the sockets it binds to 0666. Setting the umask
+    is safe here: it is process-wide, but no other thread runs yet.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return sock
 
 
 def _loop() -> str:
