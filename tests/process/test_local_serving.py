@@ -137,8 +137,10 @@ def test_concurrent_deploys_start_one_daemon_and_agree(berth: Berth, tmp_path: P
     outputs = sorted(process.communicate(timeout=60)[0].strip() for process in (first, second))
     assert (first.returncode, second.returncode) == (0, 0)
     assert outputs == ["creating echo", "echo is up to date"]
-    daemons = [p for p in berth.processes() if "berth.control" in " ".join(p.cmdline())]
-    assert len(daemons) == 1
+    modules = [p.cmdline()[2] for p in berth.processes() if p.cmdline()[1:2] == ["-m"]]
+    # One instance: one supervisor, one control plane, one gateway worker (and the replica).
+    assert sorted(m for m in modules if m != "berth.runtime") == ["berth.control", "berth.control.daemon",
+                                                                   "berth.gateway"]
 
 
 def test_a_bad_spec_changes_nothing(berth: Berth, tmp_path: Path) -> None:

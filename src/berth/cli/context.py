@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from berth.client import Client
-from berth.control.launcher import ensure_daemon
+from berth.control.launcher import StartOptions, ensure_daemon
 from berth.control.paths import Paths
 
 
@@ -31,9 +31,9 @@ class CLIContext:
             self._client = Client(self.paths)
         return self._client
 
-    def ensure_daemon(self, readiness_timeout: float | None = None, max_body_size: int | None = None) -> None:
+    def ensure_daemon(self, options: StartOptions | None = None) -> None:
         """Start the daemon in the background when it is not running, and say so."""
-        started = ensure_daemon(self.paths, self.host, self.port, readiness_timeout, max_body_size)
+        started = ensure_daemon(self.paths, self.host, self.port, options)
         if started.started:
             info = started.info
             self.err.print(f"started the berth daemon (pid {info['pid']}, gateway "

@@ -1,13 +1,13 @@
-"""`python -m berth.control`: the daemon entry the CLI starts in the background."""
+"""`python -m berth.control`: the supervisor the CLI starts in the background (see master.py)."""
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
-from berth.control.daemon import DaemonSettings, run
+from berth.control.master import SupervisorSettings, default_gateway_workers, run
 from berth.control.paths import Paths
-from berth.control.reconciler import Timeouts
 from berth.errors import BerthError
 
 
@@ -16,19 +16,22 @@ def main() -> int:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8888)
-    parser.add_argument("--max-body-size", type=int, default=64 * 2**20)
-    parser.add_argument("--readiness-timeout", type=float, default=Timeouts().readiness)
+    parser.add_argument("--gateway-workers", type=int, default=None)
+    parser.add_argument("--readiness-timeout", type=float, default=None)
+    parser.add_argument("--gateway-settings", default="{}", help="GatewaySettings fields as JSON")
     args = parser.parse_args()
-    settings = DaemonSettings(paths=Paths(args.home), host=args.host, port=args.port,
-                              max_body_size=args.max_body_size, timeouts=Timeouts(readiness=args.readiness_timeout))
+    options = ("--readiness-timeout", str(args.readiness_timeout)) if args.readiness_timeout else ()
+    settings = SupervisorSettings(
+        paths=Paths(args.home), host=args.host, port=args.port,
+        gateway_workers=args.gateway_workers or default_gateway_workers(os.cpu_count() or 1),
+        daemon_options=options, gateway_settings=json.loads(args.gateway_settings))
     try:
-        run(settings, os.environ)
+        return run(settings)
     except BerthError as exc:
         print(f"berth daemon: error: {exc.message}", file=sys.stderr, flush=True)
         if exc.hint:
             print(f"berth daemon: hint: {exc.hint}", file=sys.stderr, flush=True)
         return exc.exit_code
-    return 0
 
 
 sys.exit(main())

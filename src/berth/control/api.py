@@ -15,6 +15,7 @@ from starlette.routing import Route
 from berth import __version__
 from berth.control import logs, views
 from berth.control.deploy import Deployer, DeployResult
+from berth.control.gateways import GatewayLinks
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler
 from berth.control.store import Store
@@ -29,11 +30,12 @@ def _result(result: DeployResult) -> dict[str, str]:
 
 
 class ManagementAPI:
-    def __init__(self, store: Store, reconciler: Reconciler, deployer: Deployer, paths: Paths,
-                 info: Callable[[], dict[str, Any]], shutdown: Callable[[], None],
+    def __init__(self, store: Store, reconciler: Reconciler, gateways: GatewayLinks, deployer: Deployer,
+                 paths: Paths, info: Callable[[], dict[str, Any]], shutdown: Callable[[], None],
                  clock: Callable[[], float]) -> None:
         self.store = store
         self.reconciler = reconciler
+        self.gateways = gateways
         self.deployer = deployer
         self.paths = paths
         self.info = info
@@ -75,11 +77,12 @@ class ManagementAPI:
 
     async def list_apis(self, request: Request) -> Response:
         url = self.gateway_url
-        return JSONResponse([views.summary(api, self.reconciler, url) for api in self._apis()])
+        return JSONResponse([views.summary(api, self.reconciler, self.gateways, url) for api in self._apis()])
 
     async def get_api(self, request: Request) -> Response:
         api = self._api(request.path_params["name"])
-        return JSONResponse(views.detail(api, self.reconciler, self.store, self.gateway_url, self.clock()))
+        view = views.detail(api, self.reconciler, self.gateways, self.store, self.gateway_url, self.clock())
+        return JSONResponse(view)
 
     async def deploy(self, request: Request) -> Response:
         body = await request.json()

@@ -7,10 +7,10 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from berth.control.gateways import GatewayLinks
 from berth.control.reconciler import Reconciler
 from berth.control.store import Store
 from berth.core.autoscaler import TICK_SECONDS, Decision, Recommendation, decide
-from berth.gateway.routes import RoutingTable
 
 log = logging.getLogger("berth.autoscaler")
 
@@ -21,11 +21,11 @@ MAX_WINDOW_SAMPLES = 3600  # an hour of 1 s samples bounds memory whatever the w
 class Autoscaling:
     """Where the requests are (the gateway) is where they are counted, queued and active alike."""
 
-    def __init__(self, store: Store, reconciler: Reconciler, routes: RoutingTable,
+    def __init__(self, store: Store, reconciler: Reconciler, gateways: GatewayLinks,
                  clock: Callable[[], float]) -> None:
         self.store = store
         self.reconciler = reconciler
-        self.routes = routes
+        self.gateways = gateways
         self.clock = clock
         self.samples: dict[str, deque[tuple[float, float]]] = {}
 
@@ -44,10 +44,13 @@ class Autoscaling:
         return (now // TICK_SECONDS + 1) * TICK_SECONDS  # aligned to 10 s, as Cortex's monitor was
 
     def sample(self, now: float) -> None:
-        for name, route in self.routes.by_api.items():
-            self.samples.setdefault(name, deque(maxlen=MAX_WINDOW_SAMPLES)).append((now, float(route.load)))
+        loads = self.gateways.loads()
+        if loads is None:
+            return  # no gateway worker has reported (they are restarting): no sample rather than a zero
+        for name in self.reconciler.apis:
+            self.samples.setdefault(name, deque(maxlen=MAX_WINDOW_SAMPLES)).append((now, float(loads.get(name, 0))))
         for name in list(self.samples):
-            if name not in self.routes.by_api:
+            if name not in self.reconciler.apis:
                 del self.samples[name]
 
     def decide_all(self, now: float) -> None:

@@ -1,18 +1,24 @@
-"""The daemon: one process holding the store, the reconcile loop, the gateway and the management API."""
+"""The daemon: the control plane (store, reconcile loop, autoscaling, management API).
+
+It runs under the supervisor (master.py), beside the gateway workers it routes; it may crash or be
+restarted without a request failing, and takes over the running gateways and replicas when it comes
+back. It exits 0 only when asked to stop, which the supervisor reads as "shut everything down".
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -20,15 +26,16 @@ from berth.control.api import ManagementAPI
 from berth.control.autoscaling import Autoscaling
 from berth.control.capacity import detect_capacity
 from berth.control.deploy import Deployer
+from berth.control.gateways import GatewayLinks
+from berth.control.ledger import RequestLedger
+from berth.control.master import EXIT_GIVE_UP
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler, Timeouts
+from berth.control.routing import Routing
 from berth.control.store import Store
 from berth.control.supervisor import Supervisor
 from berth.core.placement import Capacity
-from berth.errors import DaemonStartError
-from berth.gateway.proxy import Gateway, GatewaySettings
-from berth.gateway.routes import RoutingTable
-from berth.observability.stats import exposition
+from berth.errors import BerthError, DaemonStartError
 
 log = logging.getLogger("berth.control")
 
@@ -40,7 +47,8 @@ class DaemonSettings:
     paths: Paths
     host: str = "127.0.0.1"
     port: int = 8888
-    max_body_size: int = 64 * 2**20
+    gateway_workers: int = 1
+    lifeline_fd: int | None = None  # reads EOF when the supervisor is gone
     timeouts: Timeouts = field(default_factory=Timeouts)
     capacity: Capacity | None = None  # detected from the machine when not given
 
@@ -58,42 +66,51 @@ class Daemon:
         self.settings = settings
         self.paths = settings.paths
         self.store = Store(self.paths.database)
-        self.routes = RoutingTable()
-        self.reconciler = Reconciler(self.store, Supervisor(self.paths.models), self.routes, self.paths, env,
-                                     capacity=settings.capacity or detect_capacity(), timeouts=settings.timeouts)
-        self.gateway = Gateway(self.routes, GatewaySettings(max_body_size=settings.max_body_size), self._admin,
-                               wake=self.reconciler.wake_from_zero)
-        self.autoscaling = Autoscaling(self.store, self.reconciler, self.routes, time.time)
+        routes_file = self.paths.home / "routes.json"
+        self.routing = Routing(settings.gateway_workers, GatewayLinks.saved_generation(routes_file))
+        sockets = [self.paths.run / f"gateway-{index}.sock" for index in range(settings.gateway_workers)]
+        self.gateways = GatewayLinks(self.routing, RequestLedger(self.store), sockets, routes_file)
+        self.reconciler = Reconciler(self.store, Supervisor(self.paths.models), self.routing, self.gateways,
+                                     self.paths, env, capacity=settings.capacity or detect_capacity(),
+                                     timeouts=settings.timeouts)
+        self.gateways.wake = self.reconciler.wake_from_zero
+        self.autoscaling = Autoscaling(self.store, self.reconciler, self.gateways, time.time)
         self.deployer = Deployer(self.store, self.reconciler, self.paths, time.time)
-        self.management = ManagementAPI(self.store, self.reconciler, self.deployer, self.paths,
+        self.management = ManagementAPI(self.store, self.reconciler, self.gateways, self.deployer, self.paths,
                                         self.info, self.request_stop, time.time)
         self.started_at = time.time()
-        self._lock_file: IO[str] | None = None
         self._server: _ManagementServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "home": str(self.paths.home), "host": self.settings.host,
-                "port": self.settings.port, "started_at": self.started_at}
+        return {"pid": os.getpid(), "supervisor_pid": os.getppid(), "gateway_pids": self.gateways.pids(),
+                "gateway_workers": self.settings.gateway_workers, "home": str(self.paths.home),
+                "host": self.settings.host, "port": self.settings.port, "started_at": self.started_at}
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def start(self) -> None:
         self.paths.ensure()
-        self._acquire_lock()
         self.store.open()
         self.reconciler.load()
-        await self._start_gateway()
+        self.gateways.start()
         await self._start_management()
         self._tasks.append(asyncio.create_task(self.autoscaling.run()))
         self._tasks.append(asyncio.create_task(self.reconciler.run()))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        log.info("berth daemon %s up: gateway http://%s:%s, home %s", os.getpid(), self.settings.host,
-                 self.settings.port, self.paths.home)
+        if self.settings.lifeline_fd is not None:
+            loop.add_reader(self.settings.lifeline_fd, self._supervisor_gone)
+        log.info("berth daemon %s up: home %s", os.getpid(), self.paths.home)
+
+    def _supervisor_gone(self) -> None:
+        """Without a supervisor nothing would restart us or the gateways: exit at once, leaving the
+        replicas running, so the next `berth` command starts a supervisor that adopts them."""
+        log.error("the supervisor is gone; exiting (replicas keep running and will be adopted)")
+        os._exit(1)
 
     async def serve(self) -> None:
         await self.start()
@@ -113,38 +130,10 @@ class Daemon:
         if self._server is not None:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.gateway.stop()
+        await self.gateways.stop()
         self.store.close()
         self.paths.socket.unlink(missing_ok=True)
-        if self._lock_file is not None:
-            self._lock_file.close()
         log.info("stopped")
-
-    def _acquire_lock(self) -> None:
-        handle = self.paths.lock.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise DaemonStartError(
-                f"another berth daemon already runs with home {self.paths.home}",
-                hint="use it (`berth cluster status`), or stop it with `berth cluster down`") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_file = handle
-
-    async def _start_gateway(self) -> None:
-        try:
-            await self.gateway.start(self.settings.host, self.settings.port)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise DaemonStartError(
-                    f"port {self.settings.port} on {self.settings.host} is already in use",
-                    hint="stop what uses it, or pick another port: `berth cluster up --port 8899` "
-                         "(or set BERTH_PORT)") from exc
-            raise DaemonStartError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}") from exc
 
     async def _start_management(self) -> None:
         sock = self.paths.socket
@@ -164,15 +153,6 @@ class Daemon:
             os.umask(old_umask)
         os.chmod(sock, 0o600)
 
-    def _admin(self, path: str) -> tuple[int, bytes, bytes]:
-        if path == "/_berth/healthz":
-            return 200, b"ok", b"text/plain"
-        if path == "/_berth/metrics":
-            body = exposition(lambda: (route.gauge() for route in self.routes.by_api.values()))
-            return 200, body, b"text/plain; version=0.0.4"
-        return 404, b'{"error": "unknown berth path"}', b"application/json"
-
-
 def run(settings: DaemonSettings, env: Mapping[str, str]) -> None:
     """Run the daemon in this process until SIGTERM/SIGINT or `berth cluster down`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -183,3 +163,30 @@ def run(settings: DaemonSettings, env: Mapping[str, str]) -> None:
         asyncio.run(daemon.serve())
     else:
         uvloop.run(daemon.serve())
+
+
+def main() -> int:
+    """`python -m berth.control.daemon`, as the supervisor starts it."""
+    parser = argparse.ArgumentParser(prog="python -m berth.control.daemon")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8888)
+    parser.add_argument("--gateway-workers", type=int, default=1)
+    parser.add_argument("--lifeline-fd", type=int, default=None)
+    parser.add_argument("--readiness-timeout", type=float, default=Timeouts().readiness)
+    args = parser.parse_args()
+    settings = DaemonSettings(paths=Paths(args.home), host=args.host, port=args.port,
+                              gateway_workers=args.gateway_workers, lifeline_fd=args.lifeline_fd,
+                              timeouts=Timeouts(readiness=args.readiness_timeout))
+    try:
+        run(settings, os.environ)
+    except BerthError as exc:
+        print(f"berth daemon: error: {exc.message}", file=sys.stderr, flush=True)
+        if exc.hint:
+            print(f"berth daemon: hint: {exc.hint}", file=sys.stderr, flush=True)
+        return EXIT_GIVE_UP
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

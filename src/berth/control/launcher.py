@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -50,8 +51,22 @@ def _spawn_lock(paths: Paths) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_daemon(paths: Paths, host: str, port: int, readiness_timeout: float | None = None,
-                  max_body_size: int | None = None, timeout: float = START_TIMEOUT) -> Started:
+@dataclass(frozen=True)
+class StartOptions:
+    """What `berth cluster up` may set; None leaves the daemon's default."""
+
+    readiness_timeout: float | None = None
+    gateway_workers: int | None = None
+    gateway: dict[str, Any] = field(default_factory=dict)  # GatewaySettings fields
+
+    def argv(self) -> list[str]:
+        options = ["--readiness-timeout", str(self.readiness_timeout)] if self.readiness_timeout else []
+        options += ["--gateway-workers", str(self.gateway_workers)] if self.gateway_workers else []
+        return [*options, "--gateway-settings", json.dumps(self.gateway)] if self.gateway else options
+
+
+def ensure_daemon(paths: Paths, host: str, port: int, options: StartOptions | None = None,
+                  timeout: float = START_TIMEOUT) -> Started:
     info = daemon_info(paths)
     if info is not None:
         return Started(info, started=False)
@@ -59,9 +74,37 @@ def ensure_daemon(paths: Paths, host: str, port: int, readiness_timeout: float |
         info = daemon_info(paths)
         if info is not None:
             return Started(info, started=False)
-        options = ["--readiness-timeout", str(readiness_timeout)] if readiness_timeout else []
-        options += ["--max-body-size", str(max_body_size)] if max_body_size else []
-        return Started(_spawn(paths, ["--host", host, "--port", str(port), *options], timeout), started=True)
+        if _supervisor_running(paths):
+            # The daemon is being restarted by its supervisor (it crashed, or was killed): wait for it.
+            return Started(_wait_for_daemon(paths, timeout), started=False)
+        argv = ["--host", host, "--port", str(port), *(options or StartOptions()).argv()]
+        return Started(_spawn(paths, argv, timeout), started=True)
+
+
+def _supervisor_running(paths: Paths) -> bool:
+    """Whether a supervisor holds this home's lock (it does for as long as it runs)."""
+    if not paths.lock.exists():
+        return False
+    with paths.lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _wait_for_daemon(paths: Paths, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = daemon_info(paths)
+        if info is not None:
+            return info
+        if not _supervisor_running(paths):
+            break
+        time.sleep(0.02)
+    raise DaemonStartError(f"the berth daemon did not come back within {timeout:g}s",
+                           hint=f"see its log: {paths.daemon_log}; `berth cluster down` and up again restarts it")
 
 
 def _spawn(paths: Paths, options: list[str], timeout: float) -> dict[str, Any]:
@@ -105,8 +148,10 @@ def stop_daemon(paths: Paths, timeout: float = 90.0) -> bool:
         return False
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(paths.socket)), timeout=10.0) as http:
         http.post("http://berth/v1/shutdown")
+    # Stopped means everything: the supervisor exits after the daemon and the gateways.
+    pid = int(info.get("supervisor_pid") or info["pid"])
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(int(info["pid"])):
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.02)
     return True
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -27,7 +28,11 @@ from berth.core.backoff import failures_after_exit, restart_delay
 from berth.core.placement import Capacity, Placement, Request, place
 from berth.core.reconcile import plan_replicas, resolve_strategy
 from berth.core.status import ReplicaState
-from berth.gateway.routes import Route, RoutingTable, Target, Upstream
+from berth.gateway.routes import Target
+
+if TYPE_CHECKING:
+    from berth.control.gateways import GatewayLinks
+    from berth.control.routing import Routing
 
 log = logging.getLogger("berth.control")
 
@@ -47,12 +52,13 @@ class Timeouts:
 
 
 class Reconciler:
-    def __init__(self, store: Store, supervisor: Supervisor, routes: RoutingTable, paths: Paths,
-                 env: Mapping[str, str], capacity: Capacity, clock: Callable[[], float] = time.time,
+    def __init__(self, store: Store, supervisor: Supervisor, routing: Routing, gateways: GatewayLinks,
+                 paths: Paths, env: Mapping[str, str], capacity: Capacity, clock: Callable[[], float] = time.time,
                  timeouts: Timeouts | None = None) -> None:
         self.store = store
         self.supervisor = supervisor
-        self.routes = routes
+        self.routing = routing
+        self.gateways = gateways
         self.paths = paths
         self.env = dict(env)
         self.capacity = capacity
@@ -60,8 +66,6 @@ class Reconciler:
         self.timeouts = timeouts or Timeouts()
         self.apis: dict[str, DeployedAPI] = {}
         self.replicas: dict[str, Replica] = {}
-        self._draining: dict[str, list[Upstream]] = {}
-        self._targets: dict[str, tuple[Target, ...]] = {}
         self._memory_checked = 0.0
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -87,10 +91,11 @@ class Reconciler:
             api.versions = {**previous.versions, **api.versions}
         self.apis[api.name] = api
         scaling = api.spec.autoscaling
-        route = self.routes.upsert(api.name, api.spec.endpoint, scaling.max_replica_concurrency)
         # APIs that may scale to zero hold requests while a replica starts; others answer 503 at once.
-        route.hold_requests(scaling.min_replicas == 0, scaling.scale_from_zero_queue,
-                            scaling.scale_from_zero_timeout)
+        self.routing.configure(api.name, api.spec.endpoint, scaling.max_replica_concurrency,
+                               holds=scaling.min_replicas == 0, hold_limit=scaling.scale_from_zero_queue,
+                               hold_timeout=scaling.scale_from_zero_timeout,
+                               timeout=api.spec.networking.timeout)
         self.wake()
 
     def remove(self, name: str) -> None:
@@ -150,6 +155,8 @@ class Reconciler:
             self._apply(api, now)
         self._place_pending(now)
         self._sync_routes()
+        self.routing.established = True
+        self.gateways.push()
         self._progress_stops(now)
         async with self._changed:
             self._changed.notify_all()
@@ -161,7 +168,7 @@ class Reconciler:
                 self._request_stop(replica, now)
             if not self.replicas_of(api.name):
                 del self.apis[api.name]
-                self.routes.remove(api.name)
+                self.routing.remove(api.name)
             return
         self._check_rollout(api, replicas, now)
         target = api.target
@@ -308,9 +315,8 @@ class Reconciler:
         replica.last_traceback = traceback
         self.store.add_event(replica.api, "replica_failed",
                              f"replica {replica.id}: {message}; restarting in {delay:g}s", now)
-        route = self.routes.by_api.get(replica.api)
-        if route is not None and not route.upstreams:
-            route.fail_waiting(message)
+        if replica.api in self.routing.entries and not self.routing.targets(replica.api):
+            self.gateways.fail_waiting(replica.api, message)
         log.warning("replica %s of %s: %s", replica.id, replica.api, message)
 
     async def _probe(self, now: float) -> None:
@@ -352,19 +358,8 @@ class Reconciler:
 
     def _sync_routes(self) -> None:
         for name in self.apis:
-            route = self.routes.by_api.get(name)
-            if route is None:
-                continue
-            targets = tuple(Target(r.id, sock) for r in self.replicas_of(name)
-                            if r.state is ReplicaState.READY for sock in r.sockets)
-            if self._targets.get(name) != targets:
-                self._route_to(name, route, targets)
-
-    def _route_to(self, name: str, route: Route, targets: tuple[Target, ...]) -> None:
-        """Replace a route's targets; the upstreams that leave are watched until they hold nothing."""
-        self._targets[name] = targets
-        for upstream in route.set_targets(targets):
-            self._draining.setdefault(upstream.target.replica_id, []).append(upstream)
+            self.routing.set_targets(name, (Target(r.id, sock) for r in self.replicas_of(name)
+                                            if r.state is ReplicaState.READY for sock in r.sockets))
 
     def _request_stop(self, replica: Replica, now: float) -> None:
         if replica.state is ReplicaState.TERMINATING:
@@ -380,7 +375,7 @@ class Reconciler:
             if replica.state is not ReplicaState.TERMINATING or replica.stop_requested_at is None:
                 continue
             if replica.signalled_at is None:
-                held = sum(u.in_flight for u in self._draining.get(replica.id, []))
+                held = self.gateways.in_flight_of(replica.id, since=self.routing.left_at.get(replica.id, 0))
                 if held == 0 or now - replica.stop_requested_at >= self.timeouts.drain:
                     self.supervisor.terminate(replica, now)
             elif now - replica.signalled_at >= self.timeouts.stop:
@@ -388,7 +383,7 @@ class Reconciler:
 
     def _forget(self, replica: Replica) -> None:
         self.replicas.pop(replica.id, None)
-        self._draining.pop(replica.id, None)
+        self.routing.forget(replica.id)
         self.store.delete_replica(replica.id)
         self.supervisor.cleanup(replica)
 
@@ -397,8 +392,9 @@ class Reconciler:
         now = self.clock()
         for replica in list(self.replicas.values()):
             self._request_stop(replica, now)
-        for name, route in self.routes.by_api.items():
-            self._route_to(name, route, ())
+        for name in list(self.routing.entries):
+            self.routing.set_targets(name, ())
+        self.gateways.push()
         deadline = time.monotonic() + timeout
         while self.replicas and time.monotonic() < deadline:
             now = self.clock()

@@ -65,6 +65,15 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_api ON events (api, id);
+CREATE TABLE IF NOT EXISTS request_stats (
+    api TEXT PRIMARY KEY,
+    counters TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gateway_counters (
+    worker INTEGER PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    counters TEXT NOT NULL
+);
 """
 
 
@@ -186,6 +195,7 @@ class Store:
             db.execute("DELETE FROM versions WHERE api = ?", (name,))
             db.execute("DELETE FROM recommendations WHERE api = ?", (name,))
             db.execute("DELETE FROM decisions WHERE api = ?", (name,))
+            db.execute("DELETE FROM request_stats WHERE api = ?", (name,))
 
     def versions(self, api: str, limit: int = 10) -> list[tuple[str, float]]:
         """(version, deployed at) of an API's deployed versions, newest first."""
@@ -232,6 +242,25 @@ class Store:
         rows = self.db.execute("SELECT decision FROM decisions WHERE api = ? ORDER BY id DESC LIMIT ?",
                                (api, limit))
         return [json.loads(row[0]) for row in rows][::-1]
+
+    # --- request statistics ----------------------------------------------------------------------
+    def request_stats(self) -> tuple[dict[str, dict[str, Any]], dict[int, tuple[str, dict[str, Any]]]]:
+        """Totals per API, and the cumulative counters last seen from each gateway worker."""
+        totals = {row[0]: json.loads(row[1]) for row in self.db.execute("SELECT api, counters FROM request_stats")}
+        seen = {row[0]: (row[1], json.loads(row[2]))
+                for row in self.db.execute("SELECT worker, incarnation, counters FROM gateway_counters")}
+        return totals, seen
+
+    def save_request_stats(self, totals: dict[str, dict[str, Any]],
+                           seen: dict[int, tuple[str, dict[str, Any]]]) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM request_stats")
+            db.executemany("INSERT INTO request_stats VALUES (?, ?)",
+                           [(api, json.dumps(counters)) for api, counters in totals.items()])
+            db.execute("DELETE FROM gateway_counters")
+            db.executemany("INSERT INTO gateway_counters VALUES (?, ?, ?)",
+                           [(worker, incarnation, json.dumps(counters))
+                            for worker, (incarnation, counters) in seen.items()])
 
     # --- events -------------------------------------------------------------------------------
     def add_event(self, api: str, kind: str, message: str, at: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from berth.control.apis import DeployedAPI
+from berth.control.gateways import GatewayLinks
 from berth.control.reconciler import Reconciler
 from berth.control.store import Store
 from berth.control.supervisor import Replica
@@ -16,11 +17,10 @@ def replica_view(replica: Replica, version: str) -> ReplicaView:
                        unplaceable=replica.pending_reason is not None)
 
 
-def summary(api: DeployedAPI, reconciler: Reconciler, gateway_url: str) -> dict[str, Any]:
+def summary(api: DeployedAPI, reconciler: Reconciler, gateways: GatewayLinks, gateway_url: str) -> dict[str, Any]:
     replicas = reconciler.replicas_of(api.name)
     status = derive_status([replica_view(r, api.record.version) for r in replicas], api.requested,
                            rollout_failed=api.rollout_failed)
-    route = reconciler.routes.by_api.get(api.name)
     error, traceback = _error(api, replicas)
     return {
         "name": api.name,
@@ -35,8 +35,8 @@ def summary(api: DeployedAPI, reconciler: Reconciler, gateway_url: str) -> dict[
         "url": gateway_url + api.spec.endpoint,
         "created_at": api.record.created_at,
         "last_update": api.record.updated_at,
-        "metrics": route.stats.as_dict() if route else {},
-        "in_flight": route.load if route else 0,
+        "metrics": gateways.stats(api.name).as_dict(),
+        "in_flight": gateways.load(api.name),
         "error": error,
         "traceback": traceback,
         "deleting": api.deleting,
@@ -57,8 +57,9 @@ def _error(api: DeployedAPI, replicas: list[Replica]) -> tuple[str | None, str |
     return None, None
 
 
-def detail(api: DeployedAPI, reconciler: Reconciler, store: Store, gateway_url: str, now: float) -> dict[str, Any]:
-    view = summary(api, reconciler, gateway_url)
+def detail(api: DeployedAPI, reconciler: Reconciler, gateways: GatewayLinks, store: Store, gateway_url: str,
+           now: float) -> dict[str, Any]:
+    view = summary(api, reconciler, gateways, gateway_url)
     view["spec"] = api.record.spec
     view["spec_file"] = api.record.spec_file
     view["replicas"] = [replica_row(r, now) for r in reconciler.replicas_of(api.name)]

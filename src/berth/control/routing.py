@@ -1,0 +1,68 @@
+"""The routing table the control plane wants every gateway worker to hold.
+
+Each change makes a new generation. Gateways report the generation they last applied, so "replica R
+holds no request" is known only from a report made after the table without R reached that gateway:
+a replica is drained by generation, never by a guess about timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+
+from berth.gateway.control import RouteEntry, routes_message
+from berth.gateway.routes import Target
+
+
+class Routing:
+    def __init__(self, workers: int = 1, generation: int = 0) -> None:
+        self.workers = max(1, workers)
+        self.generation = generation
+        self.entries: dict[str, RouteEntry] = {}
+        self.left_at: dict[str, int] = {}  # replica id -> the generation that took it out
+        # False until the reconciler has probed the replicas it adopted: a table pushed before that
+        # would take every serving replica out of a gateway that routes to them right now.
+        self.established = False
+
+    def configure(self, api: str, endpoint: str, max_replica_concurrency: int, *, holds: bool,
+                  hold_limit: int, hold_timeout: float, timeout: float) -> None:
+        """Settings of an API's route; its targets stay. Per-API limits are shared out between workers."""
+        current = self.entries.get(api)
+        entry = RouteEntry(api=api, endpoint=endpoint, timeout=timeout, holds=holds, hold_timeout=hold_timeout,
+                           max_replica_concurrency=math.ceil(max_replica_concurrency / self.workers),
+                           hold_limit=math.ceil(hold_limit / self.workers),
+                           targets=current.targets if current else ())
+        if entry != current:
+            self.entries[api] = entry
+            self.generation += 1
+
+    def targets(self, api: str) -> tuple[Target, ...]:
+        entry = self.entries.get(api)
+        return entry.targets if entry else ()
+
+    def set_targets(self, api: str, targets: Iterable[Target]) -> None:
+        entry = self.entries.get(api)
+        wanted = tuple(dict.fromkeys(targets))
+        if entry is None or entry.targets == wanted:
+            return
+        self.entries[api] = dataclasses.replace(entry, targets=wanted)
+        self._changed(entry.targets, wanted)
+
+    def remove(self, api: str) -> None:
+        entry = self.entries.pop(api, None)
+        if entry is not None:
+            self._changed(entry.targets, ())
+
+    def forget(self, replica_id: str) -> None:
+        self.left_at.pop(replica_id, None)
+
+    def message(self) -> dict[str, object]:
+        return routes_message(self.generation, self.entries.values())
+
+    def _changed(self, before: tuple[Target, ...], after: tuple[Target, ...]) -> None:
+        self.generation += 1
+        staying = {t.replica_id for t in after}
+        for target in before:
+            if target.replica_id not in staying:
+                self.left_at[target.replica_id] = self.generation

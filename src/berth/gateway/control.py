@@ -1,0 +1,174 @@
+"""The gateway's control channel: routes pushed in, statistics pulled out, wake-ups sent up.
+
+The control plane connects to each gateway worker's unix socket and speaks newline-delimited JSON:
+
+    daemon → gateway   {"op": "routes", "generation": 7, "routes": [RouteEntry, ...]}
+                       {"op": "fail_waiting", "api": "iris", "message": "..."}
+                       {"op": "stats"}
+    gateway → daemon   {"op": "stats", ...}                 (the answer to "stats")
+                       {"op": "wake", "api": "iris"}        (a request waits for an API scaled to zero)
+
+Routes are a whole table each time, so a gateway that missed messages (it restarted, the daemon
+restarted) is right again after the next one. The table is also kept in a file the gateway reads when
+it starts, so a restarted gateway serves the last routes before any control plane has spoken to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from berth.gateway.routes import RoutingTable, Target, Upstream
+
+log = logging.getLogger("berth.gateway")
+
+MAX_MESSAGE = 64 * 2**20  # a routing table of thousands of APIs still fits
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One API as the control plane wants every gateway worker to route it."""
+
+    api: str
+    endpoint: str
+    max_replica_concurrency: int
+    holds: bool = False
+    hold_limit: int = 0
+    hold_timeout: float = 0.0
+    timeout: float = 600.0
+    targets: tuple[Target, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["targets"] = [[t.replica_id, t.socket_path] for t in self.targets]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RouteEntry:
+        targets = tuple(Target(str(r), str(s)) for r, s in data.get("targets", ()))
+        return cls(**{**data, "targets": targets})
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def routes_message(generation: int, entries: Iterable[RouteEntry]) -> dict[str, Any]:
+    return {"op": "routes", "generation": generation, "routes": [e.as_json() for e in entries]}
+
+
+def write_table(path: Path, message: dict[str, Any]) -> None:
+    """Replace the saved table atomically: a gateway starting now reads the old one or the new one."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(encode(message))
+    os.replace(temporary, path)
+
+
+def read_table(path: Path) -> dict[str, Any] | None:
+    try:
+        message = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return message if isinstance(message, dict) and message.get("op") == "routes" else None
+
+
+class RouteApplier:
+    """Applies routing tables to the live RoutingTable and remembers upstreams that still hold requests."""
+
+    def __init__(self, routes: RoutingTable) -> None:
+        self.routes = routes
+        self.generation = 0
+        self.retired: list[Upstream] = []  # left the table, still finishing requests
+
+    def apply(self, message: dict[str, Any]) -> None:
+        entries = [RouteEntry.from_json(data) for data in message.get("routes", ())]
+        wanted = {entry.api for entry in entries}
+        for api in [api for api in self.routes.by_api if api not in wanted]:
+            route = self.routes.by_api[api]
+            self.retired.extend(route.upstreams)
+            self.routes.remove(api)
+        for entry in entries:
+            route = self.routes.upsert(entry.api, entry.endpoint, entry.max_replica_concurrency)
+            route.hold_requests(entry.holds, entry.hold_limit, entry.hold_timeout)
+            route.timeout = entry.timeout
+            self.retired.extend(route.set_targets(entry.targets))
+        self.generation = int(message.get("generation", 0))
+        self.retired = [u for u in self.retired if u.in_flight > 0]
+
+    def fail_waiting(self, api: str, message: str) -> None:
+        route = self.routes.by_api.get(api)
+        if route is not None and not route.upstreams:
+            route.fail_waiting(message)
+
+    def stats(self, incarnation: str) -> dict[str, Any]:
+        """In flight per API and per replica (retired upstreams included), and cumulative counters."""
+        self.retired = [u for u in self.retired if u.in_flight > 0]
+        replicas: dict[str, int] = {}
+        for upstream in [*self.retired, *(u for r in self.routes.by_api.values() for u in r.upstreams)]:
+            replica = upstream.target.replica_id
+            replicas[replica] = replicas.get(replica, 0) + upstream.in_flight
+        apis = {name: {"load": route.load, "counters": asdict(route.stats)}
+                for name, route in self.routes.by_api.items()}
+        return {"op": "stats", "generation": self.generation, "incarnation": incarnation, "pid": os.getpid(),
+                "apis": apis, "replicas": replicas}
+
+
+class ControlChannel:
+    """The gateway end: a unix socket server the control plane connects to."""
+
+    def __init__(self, applier: RouteApplier, socket_path: Path, incarnation: str) -> None:
+        self.applier = applier
+        self.socket_path = socket_path
+        self.incarnation = incarnation
+        self.server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.socket_path.unlink(missing_ok=True)
+        old_umask = os.umask(0o177)  # owner-only from the start: this socket changes routing
+        try:
+            self.server = await asyncio.start_unix_server(self._serve, str(self.socket_path), limit=MAX_MESSAGE)
+        finally:
+            os.umask(old_umask)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self.socket_path.unlink(missing_ok=True)
+
+    def wake(self, api: str) -> None:
+        """Ask every connected control plane for a replica of an API scaled to zero."""
+        for writer in list(self._writers):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(encode({"op": "wake", "api": api}))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while line := await reader.readline():
+                self._handle(json.loads(line), writer)
+        except (ConnectionError, ValueError, asyncio.LimitOverrunError) as exc:
+            log.warning("control connection dropped: %s", exc)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def _handle(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        op = message.get("op")
+        if op == "routes":
+            self.applier.apply(message)
+        elif op == "fail_waiting":
+            self.applier.fail_waiting(str(message["api"]), str(message["message"]))
+        elif op == "stats":
+            writer.write(encode(self.applier.stats(self.incarnation)))
+        else:
+            log.warning("unknown control message %r", op)

@@ -1,0 +1,101 @@
+"""The data plane outlives the control plane: daemon and gateway kills under load, gateway workers."""
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.process.harness import SLEEPY, Berth, Load, wait_for, write_project
+
+SPEC = """
+- name: api
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: predictor.py
+  autoscaling:
+    min_replicas: 2
+    max_replicas: 2
+"""
+
+
+def status(berth: Berth) -> dict[str, Any]:
+    return json.loads(berth.run("cluster", "status", "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def two_xx(berth: Berth) -> int:
+    return int(berth.get("api")["metrics"]["2XX"])
+
+
+def test_killing_the_daemon_under_load_fails_no_request_and_it_comes_back_by_itself(
+        berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, SLEEPY)), "--wait")
+    before = status(berth)
+    replicas = sorted(r["pid"] for r in berth.get("api")["replicas"])
+    with Load(f"{berth.base_url}/api", clients=4, payload=0.005) as load:
+        wait_for(lambda: load.count > 100, 20, "load to flow")
+        os.kill(before["pid"], signal.SIGKILL)
+        wait_for(lambda: gone(before["pid"]), 10, "the daemon to die")
+        sent_at_kill = load.count
+        # Nobody runs a berth command: the supervisor restarts the daemon on its own.
+        wait_for(lambda: berth.processes() and status_of_new_daemon(berth, before["pid"]), 20,
+                 "a new daemon to answer")
+        wait_for(lambda: load.count > sent_at_kill + 100, 20, "load to keep flowing")
+    assert load.failures() == []
+    after = status(berth)
+    assert after["gateway_pids"] == before["gateway_pids"]  # the gateway was never restarted
+    assert after["supervisor_pid"] == before["supervisor_pid"]
+    assert sorted(r["pid"] for r in berth.get("api")["replicas"]) == replicas  # adopted, not restarted
+    # Request statistics survive: everything answered before and after the kill is counted.
+    wait_for(lambda: two_xx(berth) >= load.count, 10, f"the 2XX count to reach {load.count}")
+
+
+def status_of_new_daemon(berth: Berth, old_pid: int) -> bool:
+    result = berth.run("cluster", "status", "-o", "json", check=False, timeout=10)
+    return result.returncode == 0 and json.loads(result.stdout)["pid"] != old_pid
+
+
+def test_killing_the_gateway_loses_only_what_it_held_and_it_is_replaced_at_once(
+        berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, SLEEPY)), "--wait")
+    gateway = status(berth)["gateway_pids"][0]
+    clients = 4
+    with Load(f"{berth.base_url}/api", clients=clients, payload=0.005) as load:
+        wait_for(lambda: load.count > 100, 20, "load to flow")
+        os.kill(gateway, signal.SIGKILL)
+        at_kill = load.count
+        wait_for(lambda: load.count > at_kill + 200, 20, "load to flow through the new gateway")
+    failures = load.failures()
+    # At most the requests in flight at the kill; never a refused connection.
+    assert len(failures) <= clients, failures
+    assert all(reason != "ConnectError" for _, reason in failures), failures
+    replaced = wait_for(lambda: status(berth)["gateway_pids"], 10, "the new gateway to report")
+    assert replaced and gateway not in replaced
+
+
+def test_gateway_workers_share_the_port_and_add_up_their_counts(berth: Berth, tmp_path: Path) -> None:
+    berth.run("cluster", "up", "--gateway-workers", "2")
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, SLEEPY)), "--wait")
+    info = wait_for(lambda: (s := status(berth)) and len(s["gateway_pids"]) == 2 and s, 20, "two gateway workers")
+    assert info["gateway_workers"] == 2
+    sent = 0
+    for _ in range(20):  # a new connection each time, so both workers take some
+        with httpx.Client() as client:
+            assert client.post(f"{berth.base_url}/api", json=0).status_code == 200
+        sent += 1
+    with Load(f"{berth.base_url}/api", clients=4, payload=0.2) as load:
+        # In flight counts add up across workers: four clients, four requests in flight.
+        wait_for(lambda: berth.get("api")["in_flight"] == 4, 20, "4 requests in flight across workers")
+    wait_for(lambda: two_xx(berth) == sent + load.count, 10, "every request counted once")
+    wait_for(lambda: berth.get("api")["in_flight"] == 0, 10, "in flight back to 0")
