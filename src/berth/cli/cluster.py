@@ -29,15 +29,38 @@ def cluster() -> None:
               help="Seconds a replica may take to become ready before it counts as failed (default 600).")
 @click.option("--max-body-size", default=None, metavar="QUANTITY",
               help="Largest request body the gateway accepts, e.g. 64Mi (default) or 1Gi; larger ones get a 413.")
+@click.option("--max-request-line", default=None, metavar="QUANTITY",
+              help="Longest request line (default 8Ki); longer ones get a 414.")
+@click.option("--max-header-size", default=None, metavar="QUANTITY",
+              help="Largest header block (default 64Ki); larger ones get a 431.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None,
+              help="Client connections per gateway worker (default 10000, capped by the descriptor limit).")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Time a client has to send a request's head (default 60).")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Longest pause between two reads of a request body (default 60).")
+@click.option("--keep-alive-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Idle time before a keep-alive client connection is closed (default 75).")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
+              help="An address or network (10.0.0.0/8) whose X-Forwarded-For is extended rather than replaced; "
+                   "repeat for several.")
 @pass_context
 def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, gateway_workers: int | None,
-       readiness_timeout: float | None, max_body_size: str | None) -> None:
+       readiness_timeout: float | None, max_body_size: str | None, max_request_line: str | None,
+       max_header_size: str | None, max_connections: int | None, header_timeout: float | None,
+       body_timeout: float | None, keep_alive_timeout: float | None, trusted_proxies: tuple[str, ...]) -> None:
     """Start the daemon (supervisor, gateway workers, control plane)."""
     obj.port = port or obj.port
     obj.host = host or obj.host
-    gateway: dict[str, Any] = {}
-    if max_body_size:
-        gateway["max_body_size"] = _bytes(max_body_size)
+    sizes = {"max_body_size": ("--max-body-size", max_body_size),
+             "max_request_line": ("--max-request-line", max_request_line),
+             "max_header_bytes": ("--max-header-size", max_header_size)}
+    gateway: dict[str, Any] = {name: _bytes(value, flag) for name, (flag, value) in sizes.items() if value}
+    numbers = {"max_connections": max_connections, "header_timeout": header_timeout, "body_timeout": body_timeout,
+               "keep_alive_timeout": keep_alive_timeout}
+    gateway.update({name: value for name, value in numbers.items() if value is not None})
+    if trusted_proxies:
+        gateway["trusted_proxies"] = [_network(value) for value in trusted_proxies]
     options = StartOptions(readiness_timeout=readiness_timeout, gateway_workers=gateway_workers, gateway=gateway)
     info = daemon_info(obj.paths)
     if info is not None:
@@ -65,14 +88,24 @@ def _run_in_foreground(obj: CLIContext, options: StartOptions) -> None:
         raise SystemExit(code)
 
 
-def _bytes(quantity: str) -> int:
+def _bytes(quantity: str, flag: str) -> int:
     try:
         value = int(parse_quantity(quantity))
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-body-size") from exc
+        raise click.BadParameter(str(exc), param_hint=flag) from exc
     if value < 1024:
-        raise click.BadParameter(f"at least 1Ki (got {quantity})", param_hint="--max-body-size")
+        raise click.BadParameter(f"at least 1Ki (got {quantity})", param_hint=flag)
     return value
+
+
+def _network(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected an IP address or network such as 10.0.0.0/8 (got {value!r})",
+                                 param_hint="--trusted-proxy") from exc
 
 
 @cluster.command()

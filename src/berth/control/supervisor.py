@@ -72,7 +72,7 @@ class Supervisor:
 
     def spawn(self, replica: Replica, spec: Mapping[str, object], project: Path,
               env: Mapping[str, str], now: float) -> None:
-        replica.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        replica.socket_dir.mkdir(exist_ok=True, mode=0o700)  # under the verified private run folder
         (replica.socket_dir / "failure.json").unlink(missing_ok=True)
         spec_path = replica.socket_dir / "spec.json"
         spec_path.write_text(json.dumps(spec))

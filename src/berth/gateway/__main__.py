@@ -21,9 +21,14 @@ def main() -> int:
     args = parser.parse_args()
     settings = WorkerSettings(listen_fd=args.listen_fd, control_socket=args.control_socket,
                               routes_file=args.routes_file, index=args.index, lifeline_fd=args.lifeline_fd,
-                              gateway=GatewaySettings(**json.loads(args.settings)))
+                              gateway=_gateway_settings(json.loads(args.settings)))
     run(settings)
     return 0
+
+
+def _gateway_settings(fields: dict[str, object]) -> GatewaySettings:
+    # JSON has lists where the frozen settings keep tuples.
+    return GatewaySettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})  # type: ignore[arg-type]
 
 
 sys.exit(main())
