@@ -41,6 +41,8 @@ def cluster() -> None:
               help="Longest pause between two reads of a request body (default 60).")
 @click.option("--keep-alive-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
               help="Idle time before a keep-alive client connection is closed (default 75).")
+@click.option("--upstream-idle-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Idle time before a pooled connection to a replica is closed (default 60).")
 @click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
               help="An address or network (10.0.0.0/8) whose X-Forwarded-For is extended rather than replaced; "
                    "repeat for several.")
@@ -48,7 +50,8 @@ def cluster() -> None:
 def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, gateway_workers: int | None,
        readiness_timeout: float | None, max_body_size: str | None, max_request_line: str | None,
        max_header_size: str | None, max_connections: int | None, header_timeout: float | None,
-       body_timeout: float | None, keep_alive_timeout: float | None, trusted_proxies: tuple[str, ...]) -> None:
+       body_timeout: float | None, keep_alive_timeout: float | None, upstream_idle_timeout: float | None,
+       trusted_proxies: tuple[str, ...]) -> None:
     """Start the daemon (supervisor, gateway workers, control plane)."""
     obj.port = port or obj.port
     obj.host = host or obj.host
@@ -57,7 +60,7 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, ga
              "max_header_bytes": ("--max-header-size", max_header_size)}
     gateway: dict[str, Any] = {name: _bytes(value, flag) for name, (flag, value) in sizes.items() if value}
     numbers = {"max_connections": max_connections, "header_timeout": header_timeout, "body_timeout": body_timeout,
-               "keep_alive_timeout": keep_alive_timeout}
+               "keep_alive_timeout": keep_alive_timeout, "upstream_idle_timeout": upstream_idle_timeout}
     gateway.update({name: value for name, value in numbers.items() if value is not None})
     if trusted_proxies:
         gateway["trusted_proxies"] = [_network(value) for value in trusted_proxies]
