@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
 
 
 def _ms(text: str) -> float:
@@ -62,16 +65,29 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, connections: int, duration: float, body: str = POST_BODY) -> WrkResult:
+    with wrk_running(url, connections, duration, body) as process:
+        out, _ = process.communicate()
+    return parse_wrk(out, url)
+
+
+@contextlib.contextmanager
+def wrk_running(url: str, connections: int, duration: float,
+                body: str = POST_BODY) -> Iterator[subprocess.Popen[str]]:
+    """wrk loading `url` in the background; read its report with parse_wrk once it has exited."""
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(POST_LUA % body.replace("'", "\\'"))
     try:
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", script.name, url],
-            capture_output=True, text=True, check=True).stdout
+        with subprocess.Popen(
+                ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", script.name, url],
+                stdout=subprocess.PIPE, text=True) as process:
+            yield process
     finally:
         os.unlink(script.name)
+
+
+def parse_wrk(out: str, url: str) -> WrkResult:
     if "Latency Distribution" not in out:
         raise RuntimeError(f"wrk against {url} measured nothing:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -79,12 +95,14 @@ def wrk(url: str, connections: int, duration: float, body: str = POST_BODY) -> W
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)\s*$", out, re.M).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", out))
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    return WrkResult(rps, p50, p99, errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return WrkResult(rps, p50, p99, errors, requests)
 
 
 def median_result(results: list[WrkResult]) -> WrkResult:
     return WrkResult(statistics.median(r.rps for r in results), statistics.median(r.p50_ms for r in results),
-                     statistics.median(r.p99_ms for r in results), sum(r.errors for r in results))
+                     statistics.median(r.p99_ms for r in results), sum(r.errors for r in results),
+                     sum(r.requests for r in results))
 
 
 class BerthInstance:

@@ -4,10 +4,11 @@
 
 (a) the trivial predictor in one bare uvicorn + Starlette process,
 (b) the same predictor on its berth replica, hit directly (the replica runtime on a TCP port),
-(c) the same predictor through the berth gateway (daemon + replica, as `berth deploy` runs it).
+(c) the same predictor through the berth gateway (one gateway worker + replica, as `berth deploy` runs it),
+(d) the same through a second instance started with `cluster up --gateway-workers 2`.
 wrk (its own process) loads each at 1 and 32 connections; rounds are interleaved and the medians
 reported, with ratios to (a). Then: `berth deploy --wait` of the iris example to its first 200
-(daemon already up), and the idle RSS of the daemon (gateway included) and of a replica.
+(daemon already up), and the idle RSS of the supervisor, daemon and gateway and of a replica.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def report(results: dict[tuple[str, int], WrkResult]) -> None:
     for connections in (1, 32):
         base = results[("a", connections)]
         for name, label in (("a", "(a) bare uvicorn + Starlette"), ("b", "(b) berth replica, direct"),
-                            ("c", "(c) berth gateway -> replica")):
+                            ("c", "(c) berth gateway -> replica"), ("d", "(d) 2 gateway workers")):
             r = results[(name, connections)]
             print(f"{label:<34}{connections:>6}{r.rps:>10.0f}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}"
                   f"{r.rps / base.rps:>13.2f}{r.p50_ms - base.p50_ms:>+9.3f}{r.p99_ms / base.p99_ms:>11.2f}"
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {psutil.cpu_count()} cores; wrk -t1; {args.rounds} interleaved rounds of {args.duration:g}s")
-    instance = BerthInstance()
+    instance, two_workers = BerthInstance(), BerthInstance()
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as workdir:
         try:
@@ -114,23 +115,32 @@ def main() -> None:
             instance.cli("deploy", str(BENCH / "trivial"), "--wait")
             gateway_url = instance.url("/trivial")
             wait_ok(gateway_url)
-            results = measure({"a": bare_url, "b": direct_url, "c": gateway_url}, args.duration, args.rounds)
+            two_workers.cli("cluster", "up", "--gateway-workers", "2")
+            two_workers.cli("deploy", str(BENCH / "trivial"), "--wait")
+            wait_ok(two_workers.url("/trivial"))
+            urls = {"a": bare_url, "b": direct_url, "c": gateway_url, "d": two_workers.url("/trivial")}
+            results = measure(urls, args.duration, args.rounds)
             report(results)
             for process in processes:
                 stop(process)
+            two_workers.close()
             times = cold_start(instance, 3)
             print(f"\ncold start: `berth deploy --wait` of examples/iris-classifier to its first 200 "
                   f"(daemon up): median {statistics.median(times):.2f}s (runs: "
                   f"{', '.join(f'{t:.2f}' for t in times)}; budget 1.5s)")
-            daemon_pid = int(json.loads(instance.cli("cluster", "status", "-o", "json"))["pid"])
+            info = json.loads(instance.cli("cluster", "status", "-o", "json"))
             replica_pid = int(instance.get("trivial")["replicas"][0]["pid"])  # type: ignore[index]
             time.sleep(1)  # idle means idle: let the last requests' buffers go
-            print(f"idle RSS: daemon + gateway {rss_mb(daemon_pid):.1f} MB (budget 120 MB); "
+            parts = {"supervisor": rss_mb(info["supervisor_pid"]), "daemon": rss_mb(info["pid"]),
+                     "gateway": sum(rss_mb(pid) for pid in info["gateway_pids"])}
+            each = ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+            print(f"idle RSS: supervisor + daemon + gateway {sum(parts.values()):.1f} MB (budget 120 MB: {each}); "
                   f"trivial replica {rss_mb(replica_pid):.1f} MB")
         finally:
             for process in processes:
                 stop(process)
             instance.close()
+            two_workers.close()
 
 
 if __name__ == "__main__":
