@@ -99,3 +99,20 @@ def test_gateway_workers_share_the_port_and_add_up_their_counts(berth: Berth, tm
         wait_for(lambda: berth.get("api")["in_flight"] == 4, 20, "4 requests in flight across workers")
     wait_for(lambda: two_xx(berth) == sent + load.count, 10, "every request counted once")
     wait_for(lambda: berth.get("api")["in_flight"] == 0, 10, "in flight back to 0")
+
+
+def test_a_killed_supervisor_takes_its_children_down_and_the_next_command_adopts_the_replicas(
+        berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, SLEEPY)), "--wait")
+    before = status(berth)
+    replicas = sorted(r["pid"] for r in berth.get("api")["replicas"])
+    os.kill(before["supervisor_pid"], signal.SIGKILL)
+    # Its lifeline closed: the daemon and the gateway stop rather than run unsupervised.
+    for pid in (before["pid"], *before["gateway_pids"]):
+        wait_for(lambda pid=pid: gone(pid), 40, f"process {pid} to stop without its supervisor")
+    assert all(psutil.pid_exists(pid) for pid in replicas)  # the replicas keep running
+    berth.run("cluster", "up")
+    wait_for(lambda: berth.get("api")["status"] == "live", 30, "the API to be live under a new supervisor")
+    assert status(berth)["supervisor_pid"] != before["supervisor_pid"]
+    assert sorted(r["pid"] for r in berth.get("api")["replicas"]) == replicas  # adopted, not restarted
+    assert httpx.post(f"{berth.base_url}/api", json=0).status_code == 200

@@ -1,6 +1,7 @@
 """DESIGN.md's dependency direction, enforced: cli → client → control → gateway|runtime → observability → core → config."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,11 @@ def test_core_does_no_io() -> None:
     for path in (SRC / "core").glob("*.py"):
         roots = {module.split(".")[0] for module in berth_imports(path)}
         assert not roots & IO_MODULES, f"{path.name} imports {roots & IO_MODULES}"
+
+
+def test_the_supervisor_imports_nothing_that_could_make_it_die() -> None:
+    """It holds the port and restarts everything else: the standard library and two tiny berth modules only."""
+    allowed = {"berth.control.paths", "berth.errors", "__future__"}
+    for module in berth_imports(SRC / "control" / "master.py"):
+        root = module.split(".")[0]
+        assert module in allowed or (root != "berth" and root in sys.stdlib_module_names), module
