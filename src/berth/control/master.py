@@ -153,7 +153,9 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         with open(os.devnull, "rb") as devnull:
-            process = subprocess.Popen(child.argv, stdin=devnull, pass_fds=child.pass_fds)
+            # Their own process group: a Ctrl-C on a foreground supervisor reaches only the supervisor,
+            # which stops them in order (the daemon drains the replicas while the gateways still serve).
+            process = subprocess.Popen(child.argv, stdin=devnull, pass_fds=child.pass_fds, process_group=0)
         process.returncode = 0  # we reap with waitpid ourselves; keep Popen from trying to
         child.pid, child.started_at = process.pid, time.monotonic()
 
