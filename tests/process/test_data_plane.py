@@ -116,3 +116,13 @@ def test_a_killed_supervisor_takes_its_children_down_and_the_next_command_adopts
     assert status(berth)["supervisor_pid"] != before["supervisor_pid"]
     assert sorted(r["pid"] for r in berth.get("api")["replicas"]) == replicas  # adopted, not restarted
     assert httpx.post(f"{berth.base_url}/api", json=0).status_code == 200
+
+
+def test_networking_timeout_answers_504_and_frees_the_slot(berth: Berth, tmp_path: Path) -> None:
+    spec = SPEC.replace("  autoscaling:", "  networking: {timeout: 1s}\n  autoscaling:")
+    berth.run("deploy", str(write_project(tmp_path / "p", spec, SLEEPY)), "--wait")
+    response = httpx.post(f"{berth.base_url}/api", json=3, timeout=10)
+    assert (response.status_code, response.headers["x-berth-reason"]) == (504, "upstream-timeout")
+    assert "request_id" in response.json()
+    wait_for(lambda: berth.get("api")["in_flight"] == 0, 10, "the timed-out request to leave the in-flight count")
+    assert httpx.post(f"{berth.base_url}/api", json=0).status_code == 200
