@@ -173,7 +173,8 @@ class ReplicaApp:
         batching = settings.api.predictor.server_side_batching
         if batching is not None:
             self.batcher = Batcher(self._call_batch, self.predict.args, batching.max_batch_size,
-                                   batching.batch_interval, self.metrics.observe_batch)
+                                   batching.batch_interval, self.metrics.observe_batch,
+                                   concurrency=settings.api.predictor.threads_per_process)
 
     async def _handle_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
