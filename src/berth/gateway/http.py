@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -66,22 +67,21 @@ class ParsedRequest:
     request_id: bytes
     forwarded: bytes  # the X-Forwarded-For/-Proto lines for the replica
     error: Rejection | None = None
-
-    @property
-    def is_head(self) -> bool:
-        return self.method == b"HEAD"
+    is_head: bool = False
+    forwarded_host: bytes = b""  # a trusted proxy's X-Forwarded-Host, kept over our Host
 
 
 def rejected(rejection: Rejection, request_id: bytes, method: bytes = b"GET", http10: bool = False) -> ParsedRequest:
     return ParsedRequest(method=method, path=b"", query=b"", host=b"", headers=[], body=b"", keep_alive=False,
-                         http10=http10, request_id=request_id, forwarded=b"", error=rejection)
+                         http10=http10, request_id=request_id, forwarded=b"", error=rejection,
+                         is_head=method == b"HEAD")
 
 
 def request_head(request: ParsedRequest, target: bytes) -> bytes:
     """The head the replica gets: HTTP/1.1 with a length, the original Host, X-Forwarded-*."""
     lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\nx-request-id: %s\r\ncontent-length: %d\r\n%sx-forwarded-host: %s\r\n" % (
         request.method, target, request.host, request.request_id, len(request.body), request.forwarded,
-        request.host)]
+        request.forwarded_host or request.host)]
     lines += [b"%s: %s\r\n" % header for header in request.headers]
     lines.append(b"\r\n")
     return b"".join(lines)
@@ -130,3 +130,72 @@ def forwarded_lines(peer: bytes, client_for: bytes | None, client_proto: bytes |
     chain = b"%s, %s" % (client_for, peer) if client_for and peer else (peer or client_for or b"")
     lines = b"x-forwarded-for: %s\r\n" % chain if chain else b""
     return lines + b"x-forwarded-proto: %s\r\n" % (client_proto or b"http")
+
+
+class ResponseHead:
+    """A replica's response head, and how it travels on to the client.
+
+    The common case (a length, no hop-by-hop header, a 1.1 keep-alive client) costs a few bytes
+    searches and forwards the head untouched (`rewritten` is None).
+    """
+
+    __slots__ = ("dechunk", "head_only", "keep_client", "raw", "rewritten", "status", "until_eof",
+                 "upstream_keep_alive")
+
+    def __init__(self, raw: bytes, keep_alive: bool, http10: bool, is_head: bool) -> None:
+        self.raw = raw
+        self.status = int(raw[9:12]) if raw[9:12].isdigit() else 502
+        found = _FRAMING_HEADERS.findall(raw)
+        if found and found != _JUST_LENGTH:
+            found = [name.lower() for name in found]
+        has_length = b"content-length" in found
+        chunked = b"transfer-encoding" in found
+        hop_by_hop = len(found) > has_length
+        tokens = _connection_values(raw) if b"connection" in found else []
+        self.upstream_keep_alive = raw.startswith(b"HTTP/1.1") and b"close" not in tokens
+        self.head_only = is_head
+        self.dechunk = self.until_eof = False
+        passthrough_chunked = False
+        if is_head or has_length or self.status in (204, 304):
+            pass
+        elif chunked and not http10:
+            passthrough_chunked = True  # forwarded with its chunked framing as is
+        elif chunked:
+            self.dechunk, keep_alive = True, False  # a 1.0 client: the body ends when we close
+        else:
+            self.until_eof, keep_alive = True, False  # the replica's body ends with its connection
+        self.keep_client = keep_alive
+        extra = b"connection: close\r\n" if not keep_alive else b"connection: keep-alive\r\n" if http10 else b""
+        if hop_by_hop:
+            self.rewritten: bytes | None = _rebuild(raw, tokens, passthrough_chunked) + extra + b"\r\n"
+        else:
+            self.rewritten = raw[:-2] + extra + b"\r\n" if extra else None
+
+
+# One scan finds the headers that decide how a response travels on: its length and the hop-by-hop ones.
+_FRAMING_HEADERS = re.compile(
+    rb"\n(content-length|%s)[ \t]*:" % b"|".join(sorted(RESPONSE_HOP_BY_HOP)), re.IGNORECASE)
+_JUST_LENGTH = [b"content-length"]
+
+
+def _connection_values(raw: bytes) -> list[bytes]:
+    tokens: list[bytes] = []
+    for line in raw.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"connection":
+            tokens += connection_tokens(value)
+    return tokens
+
+
+def _rebuild(raw: bytes, tokens: list[bytes], keep_chunked: bool) -> bytes:
+    """The head without its hop-by-hop headers (and those its Connection header names), no final CRLF."""
+    lines = raw[:-4].split(b"\r\n")
+    dropped = RESPONSE_HOP_BY_HOP.union(tokens)
+    kept = [lines[0]]
+    for line in lines[1:]:
+        name = line.partition(b":")[0].strip().lower()
+        if name not in dropped:
+            kept.append(line)
+        elif keep_chunked and name == b"transfer-encoding":
+            kept.append(b"transfer-encoding: chunked")
+    return b"\r\n".join(kept) + b"\r\n"

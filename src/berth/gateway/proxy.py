@@ -21,6 +21,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 
 from berth.gateway.exchange import Exchange, Held
 from berth.gateway.flow import ReadFlow
@@ -126,6 +127,7 @@ class ClientConnection(asyncio.Protocol):
         self.gateway = gateway
         self.settings = gateway.settings
         self.loop = asyncio.get_running_loop()
+        self.new_request_id: Callable[[], bytes] = gateway.new_request_id
         self.reader = RequestReader(self, gateway.settings)
         self.transport: asyncio.Transport | None = None
         self.flow: ReadFlow | None = None
@@ -167,7 +169,7 @@ class ClientConnection(asyncio.Protocol):
         self.peer = address.encode()
         self.trusted = is_trusted(address, self.gateway.trusted_networks)
         self.forwarded = forwarded_lines(self.peer, None, None)
-        now = self.idle_since = self.last_read = self.loop.time()
+        now = self.idle_since = self.last_read = monotonic()
         self._arm(now + self.settings.shortest_client_timeout)
 
     def _refuse(self, transport: asyncio.Transport) -> None:
@@ -180,7 +182,7 @@ class ClientConnection(asyncio.Protocol):
         transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = self.loop.time()
+        self.last_read = monotonic()
         if not self.reader.stopped:
             self.reader.feed(data)
 
@@ -204,7 +206,7 @@ class ClientConnection(asyncio.Protocol):
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.release()
-            exchange.route.stats.record(499, self.loop.time() - exchange.started)  # nginx: client closed
+            exchange.route.stats.record(499, monotonic() - exchange.started)  # nginx: client closed
             if exchange.connection is not None:
                 exchange.connection.abandon()  # mid-response it cannot be reused
 
@@ -234,12 +236,6 @@ class ClientConnection(asyncio.Protocol):
         self.continue_due = True
         self._pump()
 
-    def new_request_id(self) -> bytes:
-        return self.gateway.new_request_id()
-
-    def now(self) -> float:
-        return self.loop.time()
-
     # --- one request at a time, in order -------------------------------------------------------
     def _pump(self) -> None:
         pending = self.pending
@@ -249,7 +245,8 @@ class ClientConnection(asyncio.Protocol):
         if self.closing or pending:
             return
         assert self.flow is not None and self.transport is not None
-        self.flow.resume_reading()
+        if self.flow.read_paused:
+            self.flow.resume_reading()
         if self.exchange is None and self.held is None:
             if self.continue_due and not self.write_paused:
                 self.continue_due = False
@@ -284,7 +281,7 @@ class ClientConnection(asyncio.Protocol):
         assert upstream is not None
         target = subpath.encode("latin-1") + (b"?" + request.query if request.query else b"")
         exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
-                            self.loop.time())
+                            monotonic())
         self.exchange = exchange
         if route.timeout < self.settings.shortest_client_timeout:
             self._arm(exchange.deadline)
@@ -326,7 +323,7 @@ class ClientConnection(asyncio.Protocol):
         """End the exchange in flight: counts released once, the outcome recorded."""
         self.exchange = None
         exchange.release()
-        now = self.loop.time()
+        now = monotonic()
         exchange.route.stats.record(status, now - exchange.started)
         return now
 
@@ -371,7 +368,8 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.timer.cancel()
         self.timer_at = deadline
-        self.timer = self.loop.call_at(deadline, self._tick)
+        # Deadlines are on time.monotonic (one clock for asyncio and uvloop); the loop takes a delay.
+        self.timer = self.loop.call_later(max(0.0, deadline - monotonic()), self._tick)
 
     def _tick(self) -> None:
         # Firing at least every shortest_client_timeout means a new client deadline never needs
@@ -379,7 +377,7 @@ class ClientConnection(asyncio.Protocol):
         self.timer = None
         if self.closing:
             return
-        now = self.loop.time()
+        now = monotonic()
         following = now + self.settings.shortest_client_timeout
         exchange = self.exchange
         if exchange is not None:

@@ -7,7 +7,9 @@ ParsedRequest per message to its connection, in order, rejections included.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
+from time import monotonic
 from typing import Protocol
 
 import httptools
@@ -33,9 +35,7 @@ class RequestSink(Protocol):
 
     def want_continue(self) -> None: ...
 
-    def new_request_id(self) -> bytes: ...
-
-    def now(self) -> float: ...
+    new_request_id: Callable[[], bytes]
 
 
 class RequestReader:
@@ -99,7 +99,7 @@ class RequestReader:
     def on_message_begin(self) -> None:
         self._reset()
         self.state = Reading.HEAD
-        self.head_started = self.sink.now()
+        self.head_started = monotonic()
         self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -118,22 +118,22 @@ class RequestReader:
                         f"the request headers exceed {self.settings.max_header_bytes} bytes")
             return
         lowered = name.lower()
-        if lowered in REQUEST_SPECIAL:
-            self._special(lowered, value)
-        else:
+        if lowered not in REQUEST_SPECIAL:
             self.headers.append((lowered, value))
+        elif lowered == b"host":  # the common special ones inline: this runs for every header
+            if self.host is not None:
+                self.reject(400, b"bad-request", "more than one Host header")
+            self.host = value
+        elif lowered == b"content-length":
+            self.content_length = value
+        else:
+            self._special(lowered, value)
 
     def _special(self, name: bytes, value: bytes) -> None:
         if name == b"x-request-id":
             self.request_id = value
-        elif name == b"host":
-            if self.host is not None:
-                self.reject(400, b"bad-request", "more than one Host header")
-            self.host = value
         elif name == b"expect":
             self.expect = value.lower()
-        elif name == b"content-length":
-            self.content_length = value
         elif name == b"connection":
             self.tokens += connection_tokens(value)
         elif self.sink.trusted:
@@ -180,10 +180,15 @@ class RequestReader:
 
     def _request(self) -> ParsedRequest | None:
         parser = self.parser
-        target = self._target()
-        if target is None:
-            return None
-        path, query, host = target
+        url = self.url
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+            host = self.host or b""
+        else:
+            target = self._target()
+            if target is None:
+                return None
+            path, query, host = target
         headers = self.headers
         if self.tokens:
             named = set(self.tokens)
@@ -192,8 +197,10 @@ class RequestReader:
         sink = self.sink
         forwarded = sink.forwarded if not sink.trusted else forwarded_lines(
             sink.peer, self.client_for, self.client_proto)
+        method = parser.get_method()
         return ParsedRequest(
-            method=parser.get_method(), path=path, query=query, host=self.client_host or host, headers=headers,
+            method=method, is_head=method == b"HEAD", path=path, query=query, host=host,
+            forwarded_host=self.client_host or b"", headers=headers,
             body=b"".join(self.body) if len(self.body) != 1 else self.body[0], keep_alive=keep_alive,
             http10=self.http10, request_id=self.request_id or sink.new_request_id(), forwarded=forwarded)
 

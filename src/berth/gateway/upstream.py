@@ -1,8 +1,10 @@
 """A keep-alive connection from the gateway to one replica process, over its unix socket.
 
-It parses the replica's response and writes it back for the client: hop-by-hop headers dropped,
-no body after HEAD, 1xx skipped, chunked bodies re-framed for 1.1 clients and sent close-delimited
-to 1.0 ones. It goes back to its pool only once its response is complete and it is reading again.
+The replica's response is forwarded as raw bytes: only its head is looked at (and rewritten when
+it carries hop-by-hop headers or the client needs other framing), and the parser only finds where
+the response ends. That keeps the per-response cost to a couple of bytes searches on the hot path.
+Bodies are de-chunked only for HTTP/1.0 clients (sent close-delimited); a HEAD response ends with
+its head. A connection goes back to its pool only once its response is complete and it reads again.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from berth.gateway.flow import ReadFlow
-from berth.gateway.http import RESPONSE_HOP_BY_HOP, connection_tokens, status_line
+from berth.gateway.http import ResponseHead
 
 if TYPE_CHECKING:
     from berth.gateway.exchange import Exchange
+
+MAX_RESPONSE_HEAD = 1 << 20
 
 
 class ResponseSink(Protocol):
@@ -46,8 +50,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.received = False   # any byte of the current response
         self.responded = False  # its head went to the client: no other answer is possible now
-        self._out: list[bytes] = []
-        self._reset_response()
+        self._head = b""        # the response head gathered so far
+        self._response: ResponseHead | None = None
+        self._dechunked: list[bytes] | None = None  # body pieces for a 1.0 client
+        self._done = False
+        self._keep_upstream = False
 
     @property
     def usable(self) -> bool:
@@ -60,13 +67,14 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, exchange: Exchange, sink: ResponseSink) -> None:
         assert self.transport is not None
         self.sink, self.exchange = sink, exchange
-        self.received = self.responded = False
+        self.received = self.responded = self._done = False
+        self._head, self._response, self._dechunked = b"", None, None
         exchange.connection = self
         self.transport.write(exchange.data)
 
     def park(self) -> None:
         """Back to the pool: only when the exchange is over and the connection reads."""
-        if self.flow is not None:
+        if self.flow is not None and self.flow.read_paused:
             self.flow.resume_reading()
         self.idle_since = time.monotonic()
         self.on_idle(self)
@@ -78,26 +86,42 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.sink is None:
+        exchange = self.exchange
+        if exchange is None:
             self.close()  # bytes nobody asked for: this connection's framing can no longer be trusted
             return
         self.received = True
+        response = self._response
+        if response is None:
+            out = self._read_head(data, exchange)
+            response = self._response
+            if out is None or exchange.request.is_head:
+                return  # broken, or HEAD: its head is the whole response and the parser never sees it
+        elif response.dechunk:
+            out = b""
+        else:
+            out = data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self._broken()
             return
-        if self._skip:
-            self._end_head_only()
-        elif self._out:
-            self._flush()
+        if response is None:
+            return  # the head is still incomplete
+        if self._dechunked:
+            out = self._take_dechunked(out)
+        if out and self.sink is not None:
+            self.sink.forward(out)
+        if self._done:
+            self._complete(keep_upstream=self._keep_upstream)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         sink = self.sink
         if sink is None:
             return
-        if self._until_eof and self.responded:
+        response = self._response
+        if response is not None and response.until_eof:
             self._complete(keep_upstream=False)  # a close-delimited body ends with the connection
             return
         self.sink = self.exchange = None
@@ -120,103 +144,68 @@ class UpstreamConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
 
-    # --- httptools callbacks ----------------------------------------------------------------
-    def _reset_response(self) -> None:
-        self._lines: list[bytes] = []
-        self._tokens = b""
-        self._chunked = False
-        self._has_length = False
-        self._rechunk = False
-        self._until_eof = False
-        self._in_head = True
-        self._skip = False      # HEAD answered: the parser still expects the body it announced
-        self._status = 0
-        self._keep_client = True
-
-    def on_message_begin(self) -> None:
-        self._reset_response()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # trailers are dropped with the chunked framing
-        lowered = name.lower()
-        if lowered in RESPONSE_HOP_BY_HOP:
-            if lowered == b"connection":
-                self._tokens += b"," + value
-            elif lowered == b"transfer-encoding":
-                self._chunked = value.lower().endswith(b"chunked")
-            return
-        if lowered == b"content-length":
-            self._has_length = True
-        self._lines.append(b"%s: %s\r\n" % (name, value))
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        status = self._status = self.parser.get_status_code()
-        exchange = self.exchange
-        if status < 200 or exchange is None:
-            return  # 1xx: the gateway already answered Expect itself; a 103 is only a hint
-        request = exchange.request
-        keep = request.keep_alive
-        lines = self._lines
-        if self._tokens:
-            named = set(connection_tokens(self._tokens))
-            lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
-        framing = b""
-        if request.is_head or status in (204, 304) or self._has_length:
-            pass
-        elif self._chunked and not request.http10:
-            framing, self._rechunk = b"transfer-encoding: chunked\r\n", True
-        else:
-            keep, self._until_eof = False, True  # no length for a 1.0 client (or from the replica)
-        if not keep:
-            framing += b"connection: close\r\n"
-        elif request.http10:
-            framing += b"connection: keep-alive\r\n"
-        self._keep_client = keep
-        self._out.append(b"".join([status_line(status), *lines, framing, b"\r\n"]))
-        self.responded = True
-        if request.is_head:
-            self._skip = True
-
+    # --- httptools callbacks (only the end of the message, and bodies to de-chunk) ----------
     def on_body(self, body: bytes) -> None:
-        if self._skip or self._status < 200:
-            return
-        if self._rechunk:
-            self._out.append(b"%x\r\n%s\r\n" % (len(body), body))
-        else:
-            self._out.append(body)
+        if self._dechunked is not None:
+            self._dechunked.append(body)
 
     def on_message_complete(self) -> None:
-        if self._status < 200 or self._skip:
-            return
-        if self._rechunk:
-            self._out.append(b"0\r\n\r\n")
-        self._complete(keep_upstream=self.parser.should_keep_alive())
+        if self.parser.get_status_code() >= 200:  # a 1xx is a message of its own
+            self._done = True
+            self._keep_upstream = self.parser.should_keep_alive()  # reset once the parser moves on
+
+    # --- the response head ------------------------------------------------------------------
+    def _read_head(self, data: bytes, exchange: Exchange) -> bytes | None:
+        """Gather the head; once whole, return what goes to the client from this chunk on."""
+        start = max(0, len(self._head) - 3)
+        buffer = self._head + data if self._head else data
+        end = buffer.find(b"\r\n\r\n", start)
+        while end >= 0 and buffer.startswith(b"HTTP/1.1 1"):  # 1xx: skipped (we answered Expect ourselves)
+            buffer = buffer[end + 4:]
+            end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            self._head = buffer
+            if len(buffer) > MAX_RESPONSE_HEAD:
+                self._broken()
+                return None
+            return b""
+        self._head = b""
+        request = exchange.request
+        head = buffer[:end + 4]
+        response = self._response = ResponseHead(head, request.keep_alive, request.http10, request.is_head)
+        self.responded = True
+        if response.head_only:
+            self._finish_head(response, bogus=end + 4 < len(buffer))
+            return None
+        if response.dechunk:
+            self._dechunked = []
+            return response.rewritten or head
+        if response.rewritten is None:
+            return buffer
+        return response.rewritten + buffer[end + 4:]
+
+    def _finish_head(self, response: ResponseHead, bogus: bool) -> None:
+        """A HEAD response ends with its head (the parser, which would wait for a body, never saw it)."""
+        if self.sink is not None:
+            self.sink.forward(response.rewritten if response.rewritten is not None else response.raw)
+        self._complete(keep_upstream=response.upstream_keep_alive and not bogus)
+
+    def _take_dechunked(self, head: bytes) -> bytes:
+        pieces = self._dechunked or []
+        out = b"".join([head, *pieces])
+        pieces.clear()
+        return out
 
     # --- the end of an exchange -------------------------------------------------------------
-    def _flush(self) -> None:
-        out = self._out
-        if out and self.sink is not None:
-            self.sink.forward(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
-
     def _complete(self, keep_upstream: bool) -> None:
-        self._flush()
+        response = self._response
         sink, self.sink, self.exchange = self.sink, None, None
         if keep_upstream and not self.closed:
             self.park()  # parked first, so the client's next request can take this very connection
         else:
             self.close()
-        if sink is not None:
-            sink.response_complete(self._status, self._keep_client)
-
-    def _end_head_only(self) -> None:
-        """A HEAD response ends with its head; a fresh parser stops waiting for the body."""
-        keep = self.parser.should_keep_alive()
-        self.parser = httptools.HttpResponseParser(self)
-        self._skip = False
-        self._complete(keep_upstream=keep)
+        if sink is not None and response is not None:
+            sink.response_complete(response.status, response.keep_client)
 
     def _broken(self) -> None:
         """The replica sent something that is not HTTP: nothing more from it can be trusted."""
