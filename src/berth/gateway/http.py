@@ -145,8 +145,8 @@ class ResponseHead:
     def __init__(self, raw: bytes, keep_alive: bool, http10: bool, is_head: bool) -> None:
         self.raw = raw
         self.status = int(raw[9:12]) if raw[9:12].isdigit() else 502
-        found = _FRAMING_HEADERS.findall(raw)
-        if found and found != _JUST_LENGTH:
+        found = FRAMING_HEADERS.findall(raw)
+        if found and found != JUST_LENGTH:
             found = [name.lower() for name in found]
         has_length = b"content-length" in found
         chunked = b"transfer-encoding" in found
@@ -173,9 +173,14 @@ class ResponseHead:
 
 
 # One scan finds the headers that decide how a response travels on: its length and the hop-by-hop ones.
-_FRAMING_HEADERS = re.compile(
+FRAMING_HEADERS = re.compile(
     rb"\n(content-length|%s)[ \t]*:" % b"|".join(sorted(RESPONSE_HOP_BY_HOP)), re.IGNORECASE)
-_JUST_LENGTH = [b"content-length"]
+JUST_LENGTH = [b"content-length"]
+# What every plain response (a length, nothing hop-by-hop) becomes for a 1.1 keep-alive client, by status.
+PLAIN = {
+    b"%d" % status: ResponseHead(b"HTTP/1.1 %d -\r\ncontent-length: 0\r\n\r\n" % status, True, False, False)
+    for status in range(200, 600) if status not in (204, 304)
+}
 
 
 def _connection_values(raw: bytes) -> list[bytes]:

@@ -129,6 +129,7 @@ class ClientConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.new_request_id: Callable[[], bytes] = gateway.new_request_id
         self.reader = RequestReader(self, gateway.settings)
+        self.data_received = self.reader.feed  # type: ignore[method-assign]
         self.transport: asyncio.Transport | None = None
         self.flow: ReadFlow | None = None
         self.pending: deque[ParsedRequest] = deque()
@@ -142,7 +143,7 @@ class ClientConnection(asyncio.Protocol):
         self.timer_at = 0.0
         self.idle_since = 0.0
         self.idle_limit = gateway.settings.header_timeout  # a new connection gets its first request
-        self.last_read = 0.0
+        self.shortest_timeout = gateway.settings.shortest_client_timeout
         self.peer = b""
         self.trusted = False
         self.forwarded = b""
@@ -150,7 +151,7 @@ class ClientConnection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return (self.exchange is None and self.held is None and not self.pending
-                and self.reader.state is Reading.IDLE)
+                and self.reader.state == Reading.IDLE)
 
     def close(self) -> None:
         self.gateway.connections.discard(self)
@@ -169,8 +170,8 @@ class ClientConnection(asyncio.Protocol):
         self.peer = address.encode()
         self.trusted = is_trusted(address, self.gateway.trusted_networks)
         self.forwarded = forwarded_lines(self.peer, None, None)
-        now = self.idle_since = self.last_read = monotonic()
-        self._arm(now + self.settings.shortest_client_timeout)
+        now = self.idle_since = self.reader.last_read = monotonic()
+        self._arm(now + self.shortest_timeout)
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         self.closing = True
@@ -182,9 +183,7 @@ class ClientConnection(asyncio.Protocol):
         transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self.last_read = monotonic()
-        if not self.reader.stopped:
-            self.reader.feed(data)
+        self.reader.feed(data)  # replaced by reader.feed itself in __init__
 
     def eof_received(self) -> bool:
         self.client_eof = True
@@ -227,6 +226,11 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         self.continue_due = False
+        if self.exchange is None and self.held is None and not self.pending and not self.write_paused:
+            self._dispatch(request)  # the common case; reading is never paused with nothing pending
+            if self.client_eof:
+                self._pump()
+            return
         self.pending.append(request)
         self._pump()
         if self.pending and not self.closing and self.flow is not None:
@@ -283,13 +287,15 @@ class ClientConnection(asyncio.Protocol):
         exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
                             monotonic())
         self.exchange = exchange
-        if route.timeout < self.settings.shortest_client_timeout:
+        if route.timeout < self.shortest_timeout:
             self._arm(exchange.deadline)
         connection = upstream.take_idle()
         if connection is None:
             self.loop.create_task(self._connect(exchange))
-        else:
-            self._send(exchange, connection)
+            return
+        connection.send(exchange, self)
+        if self.write_paused:
+            connection.pause_reading()
 
     def _send(self, exchange: Exchange, connection: UpstreamConnection) -> None:
         connection.send(exchange, self)
@@ -336,7 +342,10 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        self.idle_since = self._finish(exchange, status)
+        self.exchange = None
+        exchange.release()
+        now = self.idle_since = monotonic()
+        exchange.route.stats.record(status, now - exchange.started)
         self.idle_limit = self.settings.keep_alive_timeout
         if not keep_alive:
             self._close()
@@ -378,7 +387,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         now = monotonic()
-        following = now + self.settings.shortest_client_timeout
+        following = now + self.shortest_timeout
         exchange = self.exchange
         if exchange is not None:
             if now >= exchange.deadline:
@@ -398,17 +407,17 @@ class ClientConnection(asyncio.Protocol):
         reader = self.reader
         if reader.stopped or self.client_eof or (self.flow is not None and self.flow.read_paused):
             return math.inf  # the client is not the one keeping us waiting
-        if reader.state is Reading.HEAD:
+        if reader.state == Reading.HEAD:
             return reader.head_started + self.settings.header_timeout
-        if reader.state is Reading.BODY:
-            return math.inf if self.continue_due else self.last_read + self.settings.body_timeout
+        if reader.state == Reading.BODY:
+            return math.inf if self.continue_due else reader.last_read + self.settings.body_timeout
         return self.idle_since + self.idle_limit if self.idle else math.inf
 
     def _read_timeout(self) -> None:
-        if self.reader.state is Reading.IDLE:
+        if self.reader.state == Reading.IDLE:
             self._close()  # keep-alive over
             return
-        timeout = self.settings.header_timeout if self.reader.state is Reading.HEAD else self.settings.body_timeout
+        timeout = self.settings.header_timeout if self.reader.state == Reading.HEAD else self.settings.body_timeout
         self.reader.reject(408, b"request-timeout", f"the request did not arrive within {timeout:g}s")
 
     def _upstream_timeout(self, exchange: Exchange) -> None:

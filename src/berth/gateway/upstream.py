@@ -16,12 +16,23 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from berth.gateway.flow import ReadFlow
-from berth.gateway.http import ResponseHead
+from berth.gateway.http import FRAMING_HEADERS, JUST_LENGTH, PLAIN, ResponseHead
 
 if TYPE_CHECKING:
     from berth.gateway.exchange import Exchange
 
 MAX_RESPONSE_HEAD = 1 << 20
+
+
+def _plain(data: bytes, exchange: Exchange) -> ResponseHead | None:
+    """The common response, whole head in one read, that goes to a 1.1 keep-alive client untouched."""
+    request = exchange.request
+    if not request.keep_alive or request.http10 or request.is_head:
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or FRAMING_HEADERS.findall(data, 0, end) != JUST_LENGTH:
+        return None
+    return PLAIN.get(data[9:12])
 
 
 class ResponseSink(Protocol):
@@ -92,11 +103,14 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received = True
         response = self._response
-        if response is None:
-            out = self._read_head(data, exchange)
+        if response is None and not self._head and (response := _plain(data, exchange)) is not None:
+            self._response, self.responded, out = response, True, data  # the hot path: forwarded as is
+        elif response is None:
+            head = self._read_head(data, exchange)
             response = self._response
-            if out is None or exchange.request.is_head:
+            if head is None or exchange.request.is_head:
                 return  # broken, or HEAD: its head is the whole response and the parser never sees it
+            out = head
         elif response.dechunk:
             out = b""
         else:
@@ -201,7 +215,12 @@ class UpstreamConnection(asyncio.Protocol):
         response = self._response
         sink, self.sink, self.exchange = self.sink, None, None
         if keep_upstream and not self.closed:
-            self.park()  # parked first, so the client's next request can take this very connection
+            # Parked first, so the client's next request can take this very connection; only
+            # while it reads (park resumes it), or it would never see that request's answer.
+            if self.flow is not None and self.flow.read_paused:
+                self.flow.resume_reading()
+            self.idle_since = time.monotonic()
+            self.on_idle(self)
         else:
             self.close()
         if sink is not None and response is not None:
