@@ -50,6 +50,7 @@ class RequestReader:
         self.last_read = 0.0
         self.stopped = False  # after a rejection: nothing more is parsed on this connection
         self._head_bytes = 0
+        self._rare = True
         self.on_message_begin()
         self.state = Reading.IDLE
 
@@ -99,13 +100,19 @@ class RequestReader:
         self.header_bytes = 0
         self.request_id = b""
         self.host: bytes | None = None
-        self.expect = b""
         self.content_length = b""
+        self.http10 = False
+        if self._rare:
+            self._reset_rare()
+
+    def _reset_rare(self) -> None:
+        """Fields most requests never set: reset only after a request that did."""
+        self._rare = False
+        self.expect = b""
         self.tokens: list[bytes] = []
         self.client_for: bytes | None = None
         self.client_proto: bytes | None = None
         self.client_host: bytes | None = None
-        self.http10 = False
 
     def on_url(self, url: bytes) -> None:
         if self.stopped:
@@ -135,6 +142,7 @@ class RequestReader:
             self._special(lowered, value)
 
     def _special(self, name: bytes, value: bytes) -> None:
+        self._rare = True
         if name == b"x-request-id":
             self.request_id = value
         elif name == b"expect":
@@ -203,11 +211,13 @@ class RequestReader:
         forwarded = sink.forwarded if not sink.trusted else forwarded_lines(
             sink.peer, self.client_for, self.client_proto)
         method = parser.get_method()
+        body = self.body
+        # Positional: this runs once per request (method, path, query, host, headers, body, keep_alive,
+        # http10, request_id, forwarded, error, is_head, forwarded_host).
         return ParsedRequest(
-            method=method, is_head=method == b"HEAD", path=path, query=query, host=host,
-            forwarded_host=self.client_host or b"", headers=headers,
-            body=b"".join(self.body) if len(self.body) != 1 else self.body[0], keep_alive=keep_alive,
-            http10=self.http10, request_id=self.request_id or sink.new_request_id(), forwarded=forwarded)
+            method, path, query, host, headers, body[0] if len(body) == 1 else b"".join(body), keep_alive,
+            self.http10, self.request_id or sink.new_request_id(), forwarded, None, method == b"HEAD",
+            self.client_host or b"")
 
     def _target(self) -> tuple[bytes, bytes, bytes] | None:
         """Path, query and Host; an absolute-form target names the host itself (RFC 9112 §3.2.2)."""
