@@ -1,6 +1,7 @@
 """The gateway in-process: real replica apps on unix sockets, in the test's own event loop."""
 
 import asyncio
+import socket
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -256,3 +257,21 @@ async def test_held_requests_time_out_or_fail_with_the_replica() -> None:
         failed = await held
         assert (failed.status_code, failed.headers["x-berth-reason"]) == (503, "replica-failed-to-start")
         assert "no weights" in failed.json()["error"] and not route_.waiting
+
+
+async def test_serves_a_listening_socket_handed_over() -> None:
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    gw = Gateway(RoutingTable(), GatewaySettings(), lambda path: (200, b"ok", b"text/plain"))
+    await gw.start(sock=listening)
+    try:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{port}/_berth/healthz")).text == "ok"
+    finally:
+        await gw.stop()
+
+
+async def test_route_timeout_defaults_to_ten_minutes() -> None:
+    assert RoutingTable().upsert("t", "/t", 1).timeout == 600.0
