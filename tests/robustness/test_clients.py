@@ -66,3 +66,29 @@ async def test_a_client_vanishing_before_the_answer_releases_its_slot(tmp_path: 
         assert json.loads((await read_response(reader)).body)["payload"] == 5
         await close(writer)
         await s.settled()
+
+
+async def test_a_client_that_pipelines_and_never_reads_holds_bounded_memory(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        reader, writer = await s.connect(rcvbuf=4096)
+        writer.write(post("/t?kind=big&size=1000000") * 10)
+        await until(lambda: any(c.write_paused for c in s.gateway.connections))
+        await asyncio.sleep(0.3)  # it does not read: the gateway must not keep answering into its buffer
+        (connection,) = s.gateway.connections
+        assert connection.transport is not None and connection.transport.get_write_buffer_size() < 2_000_000
+        assert connection.pending  # the rest wait their turn, unanswered, until the client reads
+        for _ in range(10):
+            assert len((await read_response(reader)).body) == 1000000
+        await close(writer)
+        await s.settled()
+
+
+async def test_a_request_with_both_length_and_chunked_framing_is_refused(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(b"POST /t HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n")
+        assert (await read_response(reader)).status == 400
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await close(writer)
+        await s.settled()
