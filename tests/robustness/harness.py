@@ -7,6 +7,7 @@ baseline taken before any traffic, waited for with a deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import textwrap
@@ -116,13 +117,17 @@ async def replicas(tmp_path: Path, count: int) -> AsyncIterator[list[str]]:
         servers.append(server)
         tasks.append(asyncio.create_task(server.serve()))
         sockets.append(sock)
-        await until(lambda s=server, a=app: s.started and a.ready, timeout=10)
+        await until(functools.partial(_ready, server, app), timeout=10)
     try:
         yield sockets
     finally:
         for server in servers:
             server.should_exit = True
         await asyncio.gather(*tasks)
+
+
+def _ready(server: uvicorn.Server, app: ReplicaApp) -> bool:
+    return bool(server.started and app.ready)
 
 
 @asynccontextmanager

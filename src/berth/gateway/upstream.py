@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import httptools
@@ -45,12 +46,8 @@ class ResponseSink(Protocol):
     def upstream_lost(self, responded: bool, delivered: bool) -> None: ...
 
 
-class IdleCallback(Protocol):
-    def __call__(self, connection: UpstreamConnection) -> None: ...
-
-
 class UpstreamConnection(asyncio.Protocol):
-    def __init__(self, on_idle: IdleCallback) -> None:
+    def __init__(self, on_idle: Callable[[UpstreamConnection], None]) -> None:
         self.transport: asyncio.Transport | None = None
         self.flow: ReadFlow | None = None
         self.parser = httptools.HttpResponseParser(self)
