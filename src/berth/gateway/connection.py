@@ -1,0 +1,432 @@
+"""One client connection: requests read in order, proxied or answered one at a time.
+
+Requests read ahead of the one in flight wait in `pending`, and reading pauses as soon as one is
+there, so a connection buffers at most one request beyond the one in flight. Everything the
+gateway answers itself (errors, `100 Continue`, `_berth/` paths) goes out in that same order,
+never inside another response. One timer per connection serves every deadline (see `_tick`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from berth.gateway.exchange import Exchange, Held
+from berth.gateway.flow import ReadFlow
+from berth.gateway.http import (
+    CONTINUE,
+    ParsedRequest,
+    error_body,
+    forwarded_lines,
+    is_trusted,
+    local_response,
+    request_head,
+)
+from berth.gateway.reader import Reading, RequestReader
+from berth.gateway.routes import Route
+from berth.gateway.upstream import UpstreamConnection
+
+if TYPE_CHECKING:
+    from berth.gateway.proxy import Gateway
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings
+        self.loop = asyncio.get_running_loop()
+        self.new_request_id: Callable[[], bytes] = gateway.new_request_id
+        self.reader = RequestReader(self, gateway.settings)
+        self.data_received = self.reader.feed  # type: ignore[method-assign]
+        self.transport: asyncio.Transport | None = None
+        self.flow: ReadFlow | None = None
+        self.pending: deque[ParsedRequest] = deque()
+        self.exchange: Exchange | None = None
+        self.held: Held | None = None
+        self.closing = False        # no further response will be written
+        self.write_paused = False   # the client reads slower than we write
+        self.client_eof = False     # the client half-closed: answer what it sent, then close
+        self.continue_due = False   # a 100 Continue is owed once the requests ahead are answered
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.idle_since = 0.0
+        self.idle_limit = gateway.settings.header_timeout  # a new connection gets its first request
+        self.shortest_timeout = gateway.settings.shortest_client_timeout
+        self.peer = b""
+        self.trusted = False
+        self.forwarded = b""
+
+    @property
+    def idle(self) -> bool:
+        return (self.exchange is None and self.held is None and not self.pending
+                and self.reader.state == Reading.IDLE)
+
+    def close(self) -> None:
+        self.gateway.connections.discard(self)
+        self._close()
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
+        if not self.gateway.admit(self):
+            self._refuse(self.transport)
+            return
+        self.flow = ReadFlow(self.transport)
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else ""
+        self.peer = address.encode()
+        self.trusted = is_trusted(address, self.gateway.trusted_networks)
+        self.forwarded = forwarded_lines(self.peer, None, None)
+        now = self.idle_since = self.reader.last_read = monotonic()
+        self._arm(now + self.shortest_timeout)
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        self.closing = True
+        self.reader.stop()
+        request_id = self.gateway.new_request_id()
+        message = "the gateway is at its connection limit (max_connections); retry later"
+        transport.write(local_response(503, error_body(message, request_id), b"application/json", request_id,
+                                       b"too-many-connections", False, False, False))
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)  # replaced by reader.feed itself in __init__
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        self.reader.stop()  # a request cut short can never complete
+        # Keep the write side open for what the client already asked; _pump closes after it.
+        return not self.closing and not (self.exchange is None and self.held is None and not self.pending)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.gateway.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.reader.stop()
+        self.pending.clear()
+        if self.held is not None:
+            self.held.cancel()
+            self.held = None
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.release()
+            exchange.route.stats.record(499, monotonic() - exchange.started)  # nginx: client closed
+            if exchange.connection is not None:
+                exchange.connection.abandon()  # mid-response it cannot be reused
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None and self.exchange.connection is not None:
+            self.exchange.connection.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None and self.exchange.connection is not None:
+            self.exchange.connection.resume_reading()
+        if not self.closing:
+            self._pump()
+
+    # --- RequestSink (called by the reader) ---------------------------------------------------
+    def enqueue(self, request: ParsedRequest) -> None:
+        if self.closing:
+            return
+        self.continue_due = False
+        if self.exchange is None and self.held is None and not self.pending and not self.write_paused:
+            self._dispatch(request)  # the common case; reading is never paused with nothing pending
+            if self.client_eof:
+                self._pump()
+            return
+        self.pending.append(request)
+        self._pump()
+        if self.pending and not self.closing and self.flow is not None:
+            self.flow.pause_reading()
+
+    def want_continue(self) -> None:
+        self.continue_due = True
+        self._pump()
+
+    # --- one request at a time, in order -------------------------------------------------------
+    def _pump(self) -> None:
+        pending = self.pending
+        while pending and self.exchange is None and self.held is None and not self.write_paused \
+                and not self.closing:
+            self._dispatch(pending.popleft())
+        if self.closing or pending:
+            return
+        assert self.flow is not None and self.transport is not None
+        if self.flow.read_paused:
+            self.flow.resume_reading()
+        if self.exchange is None and self.held is None:
+            if self.continue_due and not self.write_paused:
+                self.continue_due = False
+                self.transport.write(CONTINUE)
+            elif self.client_eof:
+                self._close()
+
+    def _dispatch(self, request: ParsedRequest) -> None:
+        if request.error is not None:
+            self._answer_error(request)
+            return
+        path = request.path.decode("latin-1")
+        route, subpath = self.gateway.routes.resolve(path)
+        if route is None:
+            self._answer_locally(request, path)
+            return
+        if not route.upstreams:
+            if route.holds:
+                self._hold(route, request)
+                return
+            route.stats.record(503, 0.0)
+            self._answer(request, 503, f"API {route.api!r} has no ready replica yet; see `berth get {route.api}`",
+                         b"no-ready-replica")
+            return
+        if not route.admits():
+            route.stats.record(503, 0.0)
+            self._answer(request, 503, f"API {route.api!r} is at max_replica_concurrency "
+                         f"({route.max_replica_concurrency} per replica, {route.ready_replicas} ready); "
+                         "retry later or raise max_replica_concurrency", b"max-replica-concurrency")
+            return
+        upstream = route.pick()
+        assert upstream is not None
+        target = subpath.encode("latin-1") + (b"?" + request.query if request.query else b"")
+        exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
+                            monotonic())
+        self.exchange = exchange
+        if route.timeout < self.shortest_timeout:
+            self._arm(exchange.deadline)
+        connection = upstream.take_idle()
+        if connection is None:
+            self.loop.create_task(self._connect(exchange))
+            return
+        connection.send(exchange, self)
+        if self.write_paused:
+            connection.pause_reading()
+
+    def _send(self, exchange: Exchange, connection: UpstreamConnection) -> None:
+        connection.send(exchange, self)
+        if self.write_paused:
+            connection.pause_reading()
+
+    async def _connect(self, exchange: Exchange) -> None:
+        while True:
+            upstream = exchange.upstream
+            try:
+                async with asyncio.timeout_at(exchange.deadline):
+                    _, connection = await self.loop.create_unix_connection(
+                        functools.partial(UpstreamConnection, upstream.release), upstream.target.socket_path)
+            except OSError:  # TimeoutError included: the exchange's own deadline answers it
+                if self.exchange is not exchange:
+                    return
+                if exchange.move_to_another():
+                    continue
+                self._finish(exchange, 503)
+                self._answer(exchange.request, 503, f"no replica of API {exchange.route.api!r} accepted "
+                             "a connection", b"replica-unreachable")
+                self._pump()
+                return
+            if self.exchange is not exchange or self.closing:
+                connection.park()  # never used: as good as any pooled connection
+            else:
+                self._send(exchange, connection)
+            return
+
+    def _finish(self, exchange: Exchange, status: int) -> float:
+        """End the exchange in flight: counts released once, the outcome recorded."""
+        self.exchange = None
+        exchange.release()
+        now = monotonic()
+        exchange.route.stats.record(status, now - exchange.started)
+        return now
+
+    # --- ResponseSink (called by the upstream connection) -------------------------------------
+    def forward(self, data: bytes) -> None:
+        if not self.closing and self.transport is not None:
+            self.transport.write(data)
+
+    def response_complete(self, status: int, keep_alive: bool) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self.exchange = None
+        exchange.release()
+        now = self.idle_since = monotonic()
+        exchange.route.stats.record(status, now - exchange.started)
+        self.idle_limit = self.settings.keep_alive_timeout
+        if not keep_alive:
+            self._close()
+            return
+        self._pump()
+
+    def upstream_lost(self, responded: bool, delivered: bool) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        exchange.connection = None
+        if not responded and not delivered and exchange.move_to_another():
+            # The replica died before reading the request (broken pipe, or reset with it unread).
+            self.loop.create_task(self._connect(exchange))
+            return
+        self._finish(exchange, 502)
+        if responded:
+            self._close()  # part of the response went out: only closing tells the client it is cut
+            return
+        self._answer(exchange.request, 502, "the replica closed the connection before answering; the request "
+                     "was not retried because it had already been sent", b"replica-connection-lost")
+        self._pump()
+
+    # --- deadlines: one timer per connection -------------------------------------------------
+    def _arm(self, deadline: float) -> None:
+        """Make the timer fire no later than `deadline`; `_tick` works out what is due."""
+        if self.timer is not None:
+            if self.timer_at <= deadline:
+                return
+            self.timer.cancel()
+        self.timer_at = deadline
+        # Deadlines are on time.monotonic (one clock for asyncio and uvloop); the loop takes a delay.
+        self.timer = self.loop.call_later(max(0.0, deadline - monotonic()), self._tick)
+
+    def _tick(self) -> None:
+        # Firing at least every shortest_client_timeout means a new client deadline never needs
+        # a re-arm on the hot path: only an upstream timeout shorter than that does.
+        self.timer = None
+        if self.closing:
+            return
+        now = monotonic()
+        following = now + self.shortest_timeout
+        exchange = self.exchange
+        if exchange is not None:
+            if now >= exchange.deadline:
+                self._upstream_timeout(exchange)
+            else:
+                following = min(following, exchange.deadline)
+        if not self.closing:
+            deadline = self._read_deadline()
+            if now >= deadline:
+                self._read_timeout()
+            else:
+                following = min(following, deadline)
+        if not self.closing:
+            self._arm(following)
+
+    def _read_deadline(self) -> float:
+        reader = self.reader
+        if reader.stopped or self.client_eof or (self.flow is not None and self.flow.read_paused):
+            return math.inf  # the client is not the one keeping us waiting
+        if reader.state == Reading.HEAD:
+            return reader.head_started + self.settings.header_timeout
+        if reader.state == Reading.BODY:
+            return math.inf if self.continue_due else reader.last_read + self.settings.body_timeout
+        return self.idle_since + self.idle_limit if self.idle else math.inf
+
+    def _read_timeout(self) -> None:
+        if self.reader.state == Reading.IDLE:
+            self._close()  # keep-alive over
+            return
+        timeout = self.settings.header_timeout if self.reader.state == Reading.HEAD else self.settings.body_timeout
+        self.reader.reject(408, b"request-timeout", f"the request did not arrive within {timeout:g}s")
+
+    def _upstream_timeout(self, exchange: Exchange) -> None:
+        connection = exchange.connection
+        responded = connection is not None and connection.responded
+        self._finish(exchange, 504)
+        if connection is not None:
+            connection.abandon()  # the replica may still answer: that connection can never be reused
+        if responded:
+            self._close()
+            return
+        self._answer(exchange.request, 504, f"API {exchange.route.api!r} did not answer within "
+                     f"{exchange.route.timeout:g}s (networking.timeout)", b"upstream-timeout")
+        self._pump()
+
+    # --- scale from zero ----------------------------------------------------------------------
+    def _hold(self, route: Route, request: ParsedRequest) -> None:
+        """Wait for a replica of an API scaled to zero, within the queue bound and the timeout."""
+        if len(route.waiting) >= route.hold_limit:
+            route.stats.record(503, 0.0)
+            self._answer(request, 503, f"API {route.api!r} is starting a replica and already holds "
+                         f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
+                         b"scale-from-zero-queue-full")
+            return
+        held = Held(self, route, request)
+        self.held = held
+        route.waiting.append(held)
+        held.timer = self.loop.call_later(route.hold_timeout, held.expire)
+        self.gateway.wake(route.api)
+
+    def resume_held(self, held: Held) -> None:
+        if self.held is not held or self.closing:
+            return
+        self.held = None
+        self._dispatch(held.request)
+        self._pump()
+
+    def expire_held(self, held: Held, message: str | None) -> None:
+        """Answer a held request with a 503: its timeout passed, or the replica it waited for failed."""
+        if self.held is not held:
+            return
+        self.held = None
+        route = held.route
+        if message is None:
+            text, reason = (f"no replica of API {route.api!r} became ready within {route.hold_timeout:g}s "
+                            f"(scale_from_zero_timeout); see `berth get {route.api}`"), b"scale-from-zero-timeout"
+        else:
+            text, reason = f"the replica of API {route.api!r} failed to start: {message}", b"replica-failed-to-start"
+        route.stats.record(503, 0.0)
+        self._answer(held.request, 503, text, reason)
+        self._pump()
+
+    # --- answers the gateway writes itself --------------------------------------------------
+    def _answer(self, request: ParsedRequest, status: int, message: str, reason: bytes) -> None:
+        self._write_local(request, status, error_body(message, request.request_id), b"application/json", reason)
+
+    def _answer_locally(self, request: ParsedRequest, path: str) -> None:
+        if path.startswith("/_berth/"):
+            status, body, content_type = self.gateway.admin(path)
+            self._write_local(request, status, body, content_type, None)
+            return
+        endpoints = sorted(self.gateway.routes.by_endpoint)
+        message = f"no API is deployed at {path}; deployed endpoints: {', '.join(endpoints) or 'none'}"
+        self._answer(request, 404, message, b"no-such-endpoint")
+
+    def _write_local(self, request: ParsedRequest, status: int, body: bytes, content_type: bytes,
+                     reason: bytes | None) -> None:
+        if self.closing or self.transport is None:
+            return
+        self.transport.write(local_response(status, body, content_type, request.request_id, reason,
+                                            request.keep_alive, request.http10, request.is_head))
+        if not request.keep_alive:
+            self._close()
+
+    def _answer_error(self, request: ParsedRequest) -> None:
+        """A refused request: answer, then read and drop what the client still sends before closing,
+        so it reads our answer rather than a reset (nginx's lingering close)."""
+        error = request.error
+        assert error is not None and self.transport is not None and self.flow is not None
+        self.transport.write(local_response(
+            error.status, error_body(error.message, request.request_id), b"application/json", request.request_id,
+            error.reason, False, request.http10, request.is_head))
+        self.closing = True
+        self.pending.clear()
+        self.reader.stop()
+        self.flow.resume_reading()
+        if self.client_eof:
+            self.transport.close()
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(self.settings.linger_timeout, self.transport.close)
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
