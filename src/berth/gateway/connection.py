@@ -140,7 +140,9 @@ class ClientConnection(asyncio.Protocol):
             return
         self.continue_due = False
         if self.exchange is None and self.held is None and not self.pending and not self.write_paused:
-            self._dispatch(request)  # the common case; reading is never paused with nothing pending
+            # The common case: timed from the read that completed it (no clock call); reading is
+            # never paused with nothing pending.
+            self._dispatch(request, self.reader.last_read)
             if self.client_eof:
                 self._pump()
             return
@@ -171,7 +173,7 @@ class ClientConnection(asyncio.Protocol):
             elif self.client_eof:
                 self._close()
 
-    def _dispatch(self, request: ParsedRequest) -> None:
+    def _dispatch(self, request: ParsedRequest, now: float = 0.0) -> None:
         if request.error is not None:
             self._answer_error(request)
             return
@@ -198,7 +200,7 @@ class ClientConnection(asyncio.Protocol):
         assert upstream is not None
         target = subpath.encode("latin-1") + (b"?" + request.query if request.query else b"")
         exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
-                            monotonic())
+                            now or monotonic())
         self.exchange = exchange
         if route.timeout < self.shortest_timeout:
             self._arm(exchange.deadline)

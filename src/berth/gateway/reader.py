@@ -91,7 +91,7 @@ class RequestReader:
     # --- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.state = Reading.HEAD
-        self.head_started = monotonic()
+        self.head_started = self.last_read  # feed stamped it just before parsing
         self._head_bytes = 0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
