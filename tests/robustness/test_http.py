@@ -221,3 +221,25 @@ async def test_pipelined_bodies_are_buffered_one_ahead_at_most(tmp_path: Path) -
 async def _send_all(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(data)
     await writer.drain()
+
+
+async def test_a_target_that_is_neither_a_path_nor_an_http_url_is_a_400(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(get("ftp://example.com/t"))
+        response = await read_response(reader)
+        assert (response.status, response.headers["x-berth-reason"]) == (400, "bad-request")
+        assert await at_eof(reader)
+        await close(writer)
+        await s.settled()
+
+
+async def test_connection_close_ends_the_connection_after_its_response(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        reader, writer = await s.connect()
+        writer.write(post(body=b"1", extra="Connection: close\r\n") + post(body=b"2"))
+        response = await read_response(reader)
+        assert response.headers["connection"] == "close" and json.loads(response.body)["payload"] == 1
+        assert await at_eof(reader)  # the request pipelined after it is not answered
+        await close(writer)
+        await s.settled()
