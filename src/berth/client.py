@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from berth.config.loader import SpecFile
+from berth.control.launcher import RESTART_WAIT, daemon_back_or_none, supervisor_running
 from berth.control.paths import Paths
 from berth.errors import BerthError, ConfigError, Conflict, DaemonUnavailable, NotFound
 
@@ -90,7 +91,13 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
-            raise self._unavailable(exc) from exc
+            # A read while the supervisor restarts a crashed daemon waits for it (about a second).
+            if method != "GET" or daemon_back_or_none(self.paths, RESTART_WAIT) is None:
+                raise self._unavailable(exc) from exc
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as again:
+                raise self._unavailable(again) from again
         except httpx.TimeoutException as exc:
             raise DaemonUnavailable(f"the berth daemon did not answer within {self.timeout:g}s",
                                     hint=f"see its log: {self.paths.daemon_log}") from exc
@@ -99,6 +106,10 @@ class Client:
         return response.json()
 
     def _unavailable(self, exc: Exception) -> DaemonUnavailable:
+        if supervisor_running(self.paths):
+            return DaemonUnavailable(
+                "the berth daemon is restarting (its supervisor restarts it by itself; traffic is not affected)",
+                hint=f"retry in a moment; if it keeps failing, see {self.paths.daemon_log}")
         if self.paths.socket.exists():
             return DaemonUnavailable(
                 f"the berth daemon is not answering on {self.paths.socket} (stale socket: {exc})",

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,63 @@ def test_networking_timeout_answers_504_and_frees_the_slot(berth: Berth, tmp_pat
     assert "request_id" in response.json()
     wait_for(lambda: berth.get("api")["in_flight"] == 0, 10, "the timed-out request to leave the in-flight count")
     assert httpx.post(f"{berth.base_url}/api", json=0).status_code == 200
+
+
+def post_in_background(url: str, payload: object) -> tuple[threading.Thread, list[int]]:
+    statuses: list[int] = []
+
+    def send() -> None:
+        try:
+            statuses.append(httpx.post(url, json=payload, timeout=60).status_code)
+        except httpx.HTTPError:
+            statuses.append(0)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, statuses
+
+
+def test_a_stopping_gateway_finishes_what_it_holds(berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, SLEEPY)), "--wait")
+    gateway = status(berth)["gateway_pids"][0]
+    thread, statuses = post_in_background(f"{berth.base_url}/api", 2)
+    wait_for(lambda: berth.get("api")["in_flight"] == 1, 10, "the request to be in flight")
+    os.kill(gateway, signal.SIGTERM)
+    thread.join(30)
+    assert statuses == [200]
+    wait_for(lambda: gateway not in status(berth)["gateway_pids"] and status(berth)["gateway_pids"], 20,
+             "a new gateway worker")
+
+
+def test_cluster_down_while_the_daemon_restarts_stops_everything(berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, SLEEPY)), "--wait")
+    os.kill(status(berth)["pid"], signal.SIGKILL)
+    assert "stopped" in berth.run("cluster", "down").stdout
+    wait_for(lambda: not berth.processes(), 30, "every berth process to stop")
+
+
+def test_a_request_held_for_an_api_at_zero_wakes_it_even_when_the_daemon_was_down(
+        berth: Berth, tmp_path: Path) -> None:
+    spec = SPEC.replace("min_replicas: 2\n    max_replicas: 2", "min_replicas: 0\n    init_replicas: 0\n"
+                        "    max_replicas: 1")
+    berth.run("deploy", str(write_project(tmp_path / "p", spec, SLEEPY)))
+    daemon = status(berth)["pid"]
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: gone(daemon), 10, "the daemon to die")
+    thread, statuses = post_in_background(f"{berth.base_url}/api", 0)  # held while no daemon listens
+    thread.join(30)
+    assert statuses == [200]
+
+
+def test_a_delete_interrupted_by_a_daemon_kill_still_drains_the_replica(berth: Berth, tmp_path: Path) -> None:
+    spec = SPEC.replace("min_replicas: 2\n    max_replicas: 2", "min_replicas: 1\n    max_replicas: 1")
+    berth.run("deploy", str(write_project(tmp_path / "p", spec, SLEEPY)), "--wait")
+    thread, statuses = post_in_background(f"{berth.base_url}/api", 3)
+    wait_for(lambda: berth.get("api")["in_flight"] == 1, 10, "the request to be in flight")
+    deleting = berth.popen("delete", "api")
+    wait_for(lambda: berth.get("api")["deleting"], 10, "the delete to begin")
+    os.kill(status(berth)["pid"], signal.SIGKILL)
+    thread.join(30)
+    deleting.communicate(timeout=60)
+    assert statuses == [200]  # the next daemon drained it rather than killing it
+    wait_for(lambda: "api" not in berth.run("get").stdout, 30, "the API to be gone")

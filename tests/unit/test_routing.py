@@ -117,3 +117,29 @@ def test_the_ledger_drops_apis_that_are_gone(store: Store) -> None:
     reloaded = RequestLedger(store)
     reloaded.load()
     assert reloaded.stats("old").code_2xx == 0 and reloaded.stats("api").code_2xx == 1
+
+
+@pytest.mark.parametrize("message", [
+    {"op": "routes", "generation": "abc", "routes": []},
+    {"op": "routes", "generation": 9, "routes": {}},
+    {"op": "routes", "generation": 9, "routes": [1]},
+    {"op": "routes", "generation": 9, "routes": [{"api": "x", "endpoint": "/x", "max_replica_concurrency": "2",
+                                                   "holds": False, "hold_limit": 1, "hold_timeout": 1.0,
+                                                   "timeout": 1.0, "targets": []}]},
+    {"op": "routes", "generation": 9, "routes": [{"api": "x", "endpoint": "/x", "max_replica_concurrency": 2,
+                                                   "holds": False, "hold_limit": 1, "hold_timeout": 1.0,
+                                                   "timeout": "soon", "targets": []}]},
+    {"op": "routes", "generation": 9, "routes": [{"api": "x", "endpoint": "/x", "max_replica_concurrency": 2,
+                                                   "holds": False, "hold_limit": 1, "hold_timeout": 1.0,
+                                                   "timeout": 1.0, "targets": [["r1"]]}]},
+])
+def test_a_malformed_table_is_refused_whole_and_changes_nothing(message: dict[str, object]) -> None:
+    table = RoutingTable()
+    applier = RouteApplier(table)
+    routing = configured()
+    routing.set_targets("api", [A])
+    applier.apply(routing.message())
+    with pytest.raises(ValueError):
+        applier.apply(message)
+    assert list(table.by_api) == ["api"] and applier.generation == routing.generation
+    assert [u.target for u in table.by_api["api"].upstreams] == [A]

@@ -69,6 +69,9 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, ga
     if info is not None:
         obj.console.print(f"berth is already running (pid {info['pid']}, gateway "
                           f"http://{info['host']}:{info['port']})")
+        if (gateway_workers and gateway_workers != info.get("gateway_workers")) or gateway:
+            obj.err.print("its settings are those it was started with; to change them: "
+                          "`berth cluster down`, then `berth cluster up` with the new options")
         return
     if foreground:
         _run_in_foreground(obj, options)

@@ -94,8 +94,18 @@ class GatewayLink:
                                      replicas={r: int(n) for r, n in message.get("replicas", {}).items()})
             self.links.ledger.observe(self.index, str(message["incarnation"]),
                                       {api: v["counters"] for api, v in apis.items()})
+            for api, values in apis.items():
+                if values.get("held"):  # wake-ups are idempotent; a lost one must not leave requests waiting
+                    self.links.wake(api)
+            if self.stats.generation != self.sent_generation:
+                # Messages on one connection are in order, so this report came after our last push:
+                # the worker refused it. Send the table again rather than leave it on an old one.
+                self.sent_generation = None
+                self.push()
         elif op == "wake":
             self.links.wake(str(message["api"]))
+        elif op == "error":
+            log.warning("gateway worker %d refused a control message: %s", self.index, message.get("error"))
 
 
 class GatewayLinks:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from berth.control.paths import Paths
 from berth.errors import DaemonStartError
 
 START_TIMEOUT = 30.0
+RESTART_WAIT = 10.0  # how long `cluster down` waits for a daemon its supervisor is restarting
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,14 @@ def ensure_daemon(paths: Paths, host: str, port: int, options: StartOptions | No
         info = daemon_info(paths)
         if info is not None:
             return Started(info, started=False)
-        if _supervisor_running(paths):
+        if supervisor_running(paths):
             # The daemon is being restarted by its supervisor (it crashed, or was killed): wait for it.
             return Started(_wait_for_daemon(paths, timeout), started=False)
         argv = ["--host", host, "--port", str(port), *(options or StartOptions()).argv()]
         return Started(_spawn(paths, argv, timeout), started=True)
 
 
-def _supervisor_running(paths: Paths) -> bool:
+def supervisor_running(paths: Paths) -> bool:
     """Whether a supervisor holds this home's lock (it does for as long as it runs)."""
     if not paths.lock.exists():
         return False
@@ -100,7 +103,7 @@ def _wait_for_daemon(paths: Paths, timeout: float) -> dict[str, Any]:
         info = daemon_info(paths)
         if info is not None:
             return info
-        if not _supervisor_running(paths):
+        if not supervisor_running(paths):
             break
         time.sleep(0.02)
     raise DaemonStartError(f"the berth daemon did not come back within {timeout:g}s",
@@ -144,12 +147,39 @@ def _startup_error(paths: Paths, offset: int, code: int) -> tuple[str, str | Non
 def stop_daemon(paths: Paths, timeout: float = 90.0) -> bool:
     """Ask the daemon to drain and stop; True when it was running."""
     info = daemon_info(paths)
+    if info is None and supervisor_running(paths):
+        info = daemon_back_or_none(paths, RESTART_WAIT)
+        if info is None:  # the daemon is crash-looping or stuck: stop the supervisor itself
+            return _stop_supervisor(paths, timeout)
     if info is None:
         return False
     with httpx.Client(transport=httpx.HTTPTransport(uds=str(paths.socket)), timeout=10.0) as http:
         http.post("http://berth/v1/shutdown")
     # Stopped means everything: the supervisor exits after the daemon and the gateways.
     pid = int(info.get("supervisor_pid") or info["pid"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.02)
+    return True
+
+
+def daemon_back_or_none(paths: Paths, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and supervisor_running(paths):
+        info = daemon_info(paths)
+        if info is not None:
+            return info
+        time.sleep(0.05)
+    return None
+
+
+def _stop_supervisor(paths: Paths, timeout: float) -> bool:
+    """SIGTERM the supervisor named in the lock file; it stops the gateways (and a daemon, if one runs)."""
+    try:
+        pid = int(paths.lock.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.02)

@@ -205,13 +205,15 @@ class Supervisor:
         pid, child.pid = child.pid, None
         ran = time.monotonic() - child.started_at
         child.quick_deaths = 0 if ran >= STABLE_AFTER else child.quick_deaths + 1
-        delay = 0.0 if child.quick_deaths <= 1 else min(5.0, 0.1 * 2 ** (child.quick_deaths - 2))
+        delay = _restart_delay(child.name, child.quick_deaths)
         child.next_start = time.monotonic() + delay
         if self.stopping:
             return
         if child.name == "daemon" and code == 0:
             self._begin_stop("the daemon was asked to stop")
-        elif child.name == "daemon" and code == EXIT_GIVE_UP:
+        elif child.name == "daemon" and code == EXIT_GIVE_UP and child.restarts == 0:
+            # Only at the first start, when `cluster up` waits to report why; once berth has served,
+            # the gateways keep serving and the daemon is retried (with backoff) whatever its error.
             self.exit_code = code
             self._begin_stop("the daemon cannot start")
         else:
@@ -253,6 +255,14 @@ class Supervisor:
                     os.close(end)
         if self._lock is not None:
             self._lock.close()
+
+
+def _restart_delay(name: str, quick_deaths: int) -> float:
+    """Gateways come back at once (connections wait on the socket meanwhile) unless they crash-loop;
+    the daemon backs off sooner, up to 5 s."""
+    if name == "daemon":
+        return 0.0 if quick_deaths <= 1 else min(5.0, 0.1 * 2 ** (quick_deaths - 2))
+    return 0.0 if quick_deaths <= 3 else min(1.0, 0.1 * 2 ** (quick_deaths - 4))
 
 
 def default_gateway_workers(cores: int) -> int:

@@ -7,8 +7,8 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -78,9 +78,9 @@ class Reconciler:
             api = DeployedAPI(record, spec, self.paths.snapshots / record.snapshot)
             self.put(api)
         for leftover in self.store.list_replicas():
-            if not self._adopt(leftover):
-                _stop_leftover(leftover)
+            if not self._adopt(leftover) and not self._adopt_to_stop(leftover):
                 self.store.delete_replica(leftover.id)
+                shutil.rmtree(leftover.socket_dir, ignore_errors=True)
         for api in self.apis.values():
             if api.record.failed_version == api.record.version:
                 self._restore_fallback(api)
@@ -285,6 +285,20 @@ class Reconciler:
         self.store.add_event(record.api, "adopted", f"replica {record.id} (pid {record.pid}) adopted", self.clock())
         return True
 
+    def _adopt_to_stop(self, record: ReplicaRecord) -> bool:
+        """A live replica whose API or version is gone (a delete or rollout the last daemon did not
+        finish): adopt it as terminating, so it is drained like any other rather than killed now."""
+        if record.pid is None or not _same_process(record.pid, record.pid_started):
+            return False
+        now = self.clock()
+        self.replicas[record.id] = Replica(
+            id=record.id, api=record.api, version=record.version, socket_dir=Path(record.socket_dir),
+            log_path=self.paths.replica_log(record.api, record.id), processes=record.processes,
+            created_at=record.created_at, state=ReplicaState.TERMINATING, pid=record.pid, started_at=now,
+            restarts=record.restarts, stop_requested_at=now)
+        self.routing.retire(record.id)
+        return True
+
     def _reap(self, now: float) -> None:
         for replica in list(self.replicas.values()):
             code = self.supervisor.poll_exit(replica)
@@ -433,17 +447,3 @@ def _same_process(pid: int, started: float | None) -> bool:
             started is None or abs(process.create_time() - started) < 1)
     except psutil.Error:
         return False
-
-
-def _stop_leftover(record: ReplicaRecord) -> None:
-    """Stop a replica process an earlier daemon left behind that cannot be adopted."""
-    if record.pid is None or not _same_process(record.pid, record.pid_started):
-        return
-    try:
-        os.killpg(record.pid, signal.SIGTERM)
-        psutil.Process(record.pid).wait(timeout=10)
-    except psutil.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(record.pid, signal.SIGKILL)
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        return

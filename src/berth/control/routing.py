@@ -54,6 +54,12 @@ class Routing:
         if entry is not None:
             self._changed(entry.targets, ())
 
+    def retire(self, replica_id: str) -> None:
+        """A replica no table of ours routes to (adopted only to be stopped): drained once gateways
+        report on a table newer than any they may still hold from before."""
+        self.generation += 1
+        self.left_at[replica_id] = self.generation
+
     def forget(self, replica_id: str) -> None:
         self.left_at.pop(replica_id, None)
 

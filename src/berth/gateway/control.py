@@ -51,9 +51,27 @@ class RouteEntry:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RouteEntry:
-        targets = tuple(Target(str(r), str(s)) for r, s in data.get("targets", ()))
-        return cls(**{**data, "targets": targets})
+    def from_json(cls, data: Any) -> RouteEntry:
+        """Checked field by field: a malformed table must fail whole, before any of it is applied."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a route must be an object, not {type(data).__name__}")
+        targets = data.get("targets", [])
+        if not isinstance(targets, list) or not all(
+                isinstance(t, list) and len(t) == 2 and all(isinstance(v, str) for v in t) for t in targets):
+            raise ValueError("targets must be a list of [replica id, socket path] pairs")
+        return cls(api=_typed(data, "api", str), endpoint=_typed(data, "endpoint", str),
+                   max_replica_concurrency=_typed(data, "max_replica_concurrency", int),
+                   holds=_typed(data, "holds", bool), hold_limit=_typed(data, "hold_limit", int),
+                   hold_timeout=float(_typed(data, "hold_timeout", (int, float))),
+                   timeout=float(_typed(data, "timeout", (int, float))),
+                   targets=tuple(Target(replica, sock) for replica, sock in targets))
+
+
+def _typed(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"route field {name!r} has the wrong type: {value!r}")
+    return value
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -88,7 +106,11 @@ class RouteApplier:
         self.retired: list[Upstream] = []  # left the table, still finishing requests
 
     def apply(self, message: dict[str, Any]) -> None:
-        entries = [RouteEntry.from_json(data) for data in message.get("routes", ())]
+        """Replace the table; raises ValueError, having changed nothing, when the message is malformed."""
+        generation, routes = message.get("generation"), message.get("routes")
+        if not isinstance(generation, int) or not isinstance(routes, list):
+            raise ValueError("a routes message needs an integer generation and a list of routes")
+        entries = [RouteEntry.from_json(data) for data in routes]
         wanted = {entry.api for entry in entries}
         for api in [api for api in self.routes.by_api if api not in wanted]:
             route = self.routes.by_api[api]
@@ -99,7 +121,7 @@ class RouteApplier:
             route.hold_requests(entry.holds, entry.hold_limit, entry.hold_timeout)
             route.timeout = entry.timeout
             self.retired.extend(route.set_targets(entry.targets))
-        self.generation = int(message.get("generation", 0))
+        self.generation = generation
         self.retired = [u for u in self.retired if u.in_flight > 0]
 
     def fail_waiting(self, api: str, message: str) -> None:
@@ -114,7 +136,7 @@ class RouteApplier:
         for upstream in [*self.retired, *(u for r in self.routes.by_api.values() for u in r.upstreams)]:
             replica = upstream.target.replica_id
             replicas[replica] = replicas.get(replica, 0) + upstream.in_flight
-        apis = {name: {"load": route.load, "counters": asdict(route.stats)}
+        apis = {name: {"load": route.load, "held": len(route.waiting), "counters": asdict(route.stats)}
                 for name, route in self.routes.by_api.items()}
         return {"op": "stats", "generation": self.generation, "incarnation": incarnation, "pid": os.getpid(),
                 "apis": apis, "replicas": replicas}
@@ -153,22 +175,32 @@ class ControlChannel:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        # A control plane that just (re)connected may have missed wake-ups sent while none was.
+        for name, route in self.applier.routes.by_api.items():
+            if route.waiting:
+                writer.write(encode({"op": "wake", "api": name}))
         try:
             while line := await reader.readline():
-                self._handle(json.loads(line), writer)
+                self._handle(line, writer)
         except (ConnectionError, ValueError, asyncio.LimitOverrunError) as exc:
             log.warning("control connection dropped: %s", exc)
         finally:
             self._writers.discard(writer)
             writer.close()
 
-    def _handle(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
-        op = message.get("op")
-        if op == "routes":
-            self.applier.apply(message)
-        elif op == "fail_waiting":
-            self.applier.fail_waiting(str(message["api"]), str(message["message"]))
-        elif op == "stats":
-            writer.write(encode(self.applier.stats(self.incarnation)))
-        else:
-            log.warning("unknown control message %r", op)
+    def _handle(self, line: bytes, writer: asyncio.StreamWriter) -> None:
+        """One message; a bad one is logged and answered with an error, and changes nothing."""
+        try:
+            message = json.loads(line)
+            op = message.get("op") if isinstance(message, dict) else None
+            if op == "routes":
+                self.applier.apply(message)
+            elif op == "fail_waiting" and isinstance(message.get("api"), str):
+                self.applier.fail_waiting(message["api"], str(message.get("message", "")))
+            elif op == "stats":
+                writer.write(encode(self.applier.stats(self.incarnation)))
+            else:
+                raise ValueError(f"unknown control message {line[:200]!r}")
+        except ValueError as exc:
+            log.warning("control message refused: %s", exc)
+            writer.write(encode({"op": "error", "error": str(exc)}))

@@ -78,16 +78,9 @@ class GatewayWorker:
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop accepting, let the requests in flight finish (bounded), then close everything."""
-        await self.gateway.stop()
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while self._in_flight() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        """Stop accepting, let the requests in flight (and held ones) finish, bounded; then close."""
+        await self.gateway.stop(grace=DRAIN_TIMEOUT)
         await self.channel.stop()
-
-    def _in_flight(self) -> int:
-        return sum(route.load for route in self.routes.by_api.values()) + sum(
-            u.in_flight for u in self.applier.retired)
 
     def _admin(self, path: str) -> tuple[int, bytes, bytes]:
         if path == "/_berth/healthz":
