@@ -37,6 +37,19 @@ class PythonPredictor:
 """
 
 
+# An API with two replicas of predictor.py, not autoscaled.
+TWO_REPLICAS = """
+- name: api
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: predictor.py
+  autoscaling:
+    min_replicas: 2
+    max_replicas: 2
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,18 +10,9 @@ from typing import Any
 import httpx
 import psutil
 
-from tests.process.harness import SLEEPY, Berth, Load, wait_for, write_project
+from tests.process.harness import SLEEPY, TWO_REPLICAS, Berth, Load, wait_for, write_project
 
-SPEC = """
-- name: api
-  kind: RealtimeAPI
-  predictor:
-    type: python
-    path: predictor.py
-  autoscaling:
-    min_replicas: 2
-    max_replicas: 2
-"""
+SPEC = TWO_REPLICAS
 
 
 def status(berth: Berth) -> dict[str, Any]:

@@ -15,27 +15,17 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
-import pytest
 
-from tests.process.harness import Berth, wait_for, write_project
+from tests.process.harness import TWO_REPLICAS, Berth, wait_for, write_project
 
-SPEC = """
-- name: api
-  kind: RealtimeAPI
-  predictor:
-    type: python
-    path: predictor.py
-  autoscaling:
-    min_replicas: 2
-    max_replicas: 2
-"""
+SPEC = TWO_REPLICAS
 
 PREDICTOR = """
 class PythonPredictor:
@@ -49,16 +39,6 @@ class PythonPredictor:
 """
 
 SCENARIOS = 2000  # about 3,800 requests
-
-
-@pytest.fixture
-def berth() -> Iterator[Berth]:
-    instance = Berth()
-    try:
-        yield instance
-    finally:
-        instance.cleanup()
-        assert not instance.processes(), "a berth process outlived its test"
 
 
 class _Unclosable(io.BufferedReader):
