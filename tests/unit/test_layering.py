@@ -53,3 +53,17 @@ def test_the_supervisor_imports_nothing_that_could_make_it_die() -> None:
     for module in berth_imports(SRC / "control" / "master.py"):
         root = module.split(".")[0]
         assert module in allowed or (root != "berth" and root in sys.stdlib_module_names), module
+
+
+def test_control_reaches_into_runtime_only_through_the_process_contract() -> None:
+    """Spawning a replica must not load the replica's web framework, metrics or inference protocol."""
+    for path in (SRC / "control").rglob("*.py"):
+        for module in berth_imports(path):
+            if layer(module) == "runtime":
+                assert module == "berth.runtime.contract", f"control/{path.name} imports {module}"
+
+
+def test_the_process_contract_is_standard_library_only() -> None:
+    for module in berth_imports(SRC / "runtime" / "contract.py"):
+        root = module.split(".")[0]
+        assert root == "__future__" or root in sys.stdlib_module_names, module

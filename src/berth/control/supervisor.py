@@ -20,7 +20,7 @@ import psutil
 from berth.core.placement import Placement
 from berth.core.reconcile import ReplicaFacts
 from berth.core.status import ReplicaState
-from berth.runtime.server import EXIT_INIT_FAILED, socket_path
+from berth.runtime.contract import EXIT_INIT_FAILED, SPEC_FILE, ReplicaArgs, clear_failure, read_failure, socket_path
 
 PROBE_TIMEOUT = 1.0
 EXIT_UNKNOWN = -1000  # an adopted replica (not our child) exited: its exit code cannot be known
@@ -73,8 +73,8 @@ class Supervisor:
     def spawn(self, replica: Replica, spec: Mapping[str, object], project: Path,
               env: Mapping[str, str], now: float) -> None:
         replica.socket_dir.mkdir(exist_ok=True, mode=0o700)  # under the verified private run folder
-        (replica.socket_dir / "failure.json").unlink(missing_ok=True)
-        spec_path = replica.socket_dir / "spec.json"
+        clear_failure(replica.socket_dir)
+        spec_path = replica.socket_dir / SPEC_FILE
         spec_path.write_text(json.dumps(spec))
         replica.log_path.parent.mkdir(parents=True, exist_ok=True)
         with replica.log_path.open("ab") as log:
@@ -83,9 +83,8 @@ class Supervisor:
                       f"(start {replica.restarts + 1}) ---\n".encode())
             log.flush()
             replica.popen = subprocess.Popen(
-                [self.python, "-m", "berth.runtime", "--spec", str(spec_path), "--project", str(project),
-                 "--socket-dir", str(replica.socket_dir), "--replica-id", replica.id,
-                 "--model-cache", str(self.model_cache)],
+                ReplicaArgs(spec=spec_path, project=project, socket_dir=replica.socket_dir,
+                            replica_id=replica.id, model_cache=self.model_cache).command(self.python),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=project,
                 env=dict(env), start_new_session=True,  # replicas outlive the daemon; Ctrl-C is not theirs
             )
@@ -127,12 +126,8 @@ class Supervisor:
 
     def read_failure(self, replica: Replica) -> tuple[str, str] | None:
         """The error the runtime recorded when `__init__` failed, if it did."""
-        path = replica.socket_dir / "failure.json"
-        try:
-            failure = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        return str(failure.get("error", "")), str(failure.get("traceback", ""))
+        failure = read_failure(replica.socket_dir)
+        return None if failure is None else (failure.error, failure.traceback)
 
     async def probe_ready(self, replica: Replica) -> bool:
         results = await asyncio.gather(*(probe(sock, "/readyz") for sock in replica.sockets))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -19,13 +18,7 @@ import uvicorn
 
 from berth.config.schema import RealtimeAPI
 from berth.runtime.app import ReplicaApp, ReplicaSettings
-
-EXIT_INIT_FAILED = 3
-EXIT_SIBLING_DIED = 4
-
-
-def socket_path(socket_dir: Path, process_index: int) -> Path:
-    return socket_dir / f"proc-{process_index}.sock"
+from berth.runtime.contract import EXIT_INIT_FAILED, EXIT_SIBLING_DIED, Failure, ReplicaArgs, socket_path, write_failure
 
 
 class ReplicaServer(uvicorn.Server):
@@ -47,22 +40,8 @@ class ReplicaServer(uvicorn.Server):
         self.handle_exit(signal.SIGTERM, None)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m berth.runtime")
-    parser.add_argument("--spec", type=Path, required=True, help="the API spec as JSON")
-    parser.add_argument("--project", type=Path, required=True)
-    parser.add_argument("--socket-dir", type=Path, required=True, help="sockets, failure report")
-    parser.add_argument("--port", type=int, default=None,
-                        help="listen on this TCP port (127.0.0.1) instead of a unix socket; process 0 only")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--model-cache", type=Path, default=None, help="where remote models are mirrored")
-    parser.add_argument("--replica-id", default="local")
-    parser.add_argument("--process-index", type=int, default=0)
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = ReplicaArgs.parse(argv)
     api = RealtimeAPI.model_validate(json.loads(args.spec.read_text()))
     logging.basicConfig(
         level=api.predictor.log_level.upper(), stream=sys.stderr,
@@ -85,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     server = ReplicaServer(config)
     holder.append(server)
     if args.process_index == 0 and api.predictor.processes_per_replica > 1:
-        _start_siblings(server, argv if argv is not None else sys.argv[1:], api.predictor.processes_per_replica)
+        _start_siblings(server, args, api.predictor.processes_per_replica)
     server.run(sockets=sockets)
     return server.exit_code
 
@@ -121,10 +100,7 @@ def _loop() -> str:
 
 def _init_failed(socket_dir: Path, exc: BaseException, server: ReplicaServer) -> None:
     # The control plane reads this to show why the API is in error without parsing logs.
-    failure = {"error": f"{type(exc).__name__}: {exc}", "traceback": user_traceback(exc)}
-    tmp = socket_dir / "failure.json.tmp"
-    tmp.write_text(json.dumps(failure))
-    os.replace(tmp, socket_dir / "failure.json")
+    write_failure(socket_dir, Failure(f"{type(exc).__name__}: {exc}", user_traceback(exc)))
     server.fail(EXIT_INIT_FAILED)
 
 
@@ -141,10 +117,9 @@ def _internal(filename: str) -> bool:
     return filename.startswith(berth) or "/concurrent/futures/" in filename or "/asyncio/" in filename
 
 
-def _start_siblings(server: ReplicaServer, argv: list[str], processes: int) -> None:
+def _start_siblings(server: ReplicaServer, args: ReplicaArgs, processes: int) -> None:
     for index in range(1, processes):
-        cmd = [sys.executable, "-m", "berth.runtime", *argv, "--process-index", str(index)]
-        server.children.append(subprocess.Popen(cmd))
+        server.children.append(subprocess.Popen(args.for_process(index).command(sys.executable)))
     threading.Thread(target=_watch_siblings, args=(server,), daemon=True).start()
 
 

@@ -1,0 +1,120 @@
+"""What the control plane and a replica process (`python -m berth.runtime`) agree on.
+
+Both sides of the process boundary import this module and nothing else of each other: the command
+line, the files in the replica's socket folder, the exit codes. It imports only the standard
+library, so the control plane spawns replicas without loading a web framework.
+
+The socket folder holds:
+
+* `spec.json` — the API spec, written by the control plane before the start;
+* `proc-<i>.sock` — process i's unix socket;
+* `failure.json` — written by the replica when the predictor's `__init__` failed, read by the
+  control plane to show why without parsing logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULE = "berth.runtime"
+SPEC_FILE = "spec.json"
+FAILURE_FILE = "failure.json"
+
+EXIT_INIT_FAILED = 3  # the predictor failed to initialise: the failure file says why
+EXIT_SIBLING_DIED = 4  # another process of the replica died unasked, so the whole replica stops
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_REPLICA_ID = "local"
+
+
+def socket_path(socket_dir: Path, process_index: int) -> Path:
+    return socket_dir / f"proc-{process_index}.sock"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a replica's predictor failed to initialise: the message and the user's traceback."""
+
+    error: str
+    traceback: str
+
+
+def write_failure(socket_dir: Path, failure: Failure) -> None:
+    # Through a temporary file so that a reader never sees half of it.
+    tmp = socket_dir / (FAILURE_FILE + ".tmp")
+    tmp.write_text(json.dumps({"error": failure.error, "traceback": failure.traceback}))
+    os.replace(tmp, socket_dir / FAILURE_FILE)
+
+
+def read_failure(socket_dir: Path) -> Failure | None:
+    try:
+        failure = json.loads((socket_dir / FAILURE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return Failure(str(failure.get("error", "")), str(failure.get("traceback", "")))
+
+
+def clear_failure(socket_dir: Path) -> None:
+    """Before a start: a failure left by an earlier start must not be taken for this one's."""
+    (socket_dir / FAILURE_FILE).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ReplicaArgs:
+    """The command line of one replica process; `to_argv` and `parse` are each other's inverse."""
+
+    spec: Path
+    project: Path
+    socket_dir: Path  # sockets and the failure file
+    port: int | None = None  # listen on this TCP port instead of a unix socket; process 0 only
+    host: str = DEFAULT_HOST
+    model_cache: Path | None = None  # where remote models are mirrored
+    replica_id: str = DEFAULT_REPLICA_ID
+    process_index: int = 0
+
+    def to_argv(self) -> list[str]:
+        argv = ["--spec", str(self.spec), "--project", str(self.project), "--socket-dir", str(self.socket_dir)]
+        if self.port is not None:
+            argv += ["--port", str(self.port)]
+        if self.host != DEFAULT_HOST:
+            argv += ["--host", self.host]
+        if self.model_cache is not None:
+            argv += ["--model-cache", str(self.model_cache)]
+        if self.replica_id != DEFAULT_REPLICA_ID:
+            argv += ["--replica-id", self.replica_id]
+        if self.process_index != 0:
+            argv += ["--process-index", str(self.process_index)]
+        return argv
+
+    def command(self, python: str) -> list[str]:
+        return [python, "-m", MODULE, *self.to_argv()]
+
+    def for_process(self, process_index: int) -> ReplicaArgs:
+        return dataclasses.replace(self, process_index=process_index)
+
+    @classmethod
+    def parse(cls, argv: Sequence[str] | None = None) -> ReplicaArgs:
+        args = _parser().parse_args(argv)
+        return cls(spec=args.spec, project=args.project, socket_dir=args.socket_dir, port=args.port,
+                   host=args.host, model_cache=args.model_cache, replica_id=args.replica_id,
+                   process_index=args.process_index)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}")
+    parser.add_argument("--spec", type=Path, required=True, help="the API spec as JSON")
+    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--socket-dir", type=Path, required=True, help="sockets, failure report")
+    parser.add_argument("--port", type=int, default=None,
+                        help="listen on this TCP port (127.0.0.1) instead of a unix socket; process 0 only")
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--model-cache", type=Path, default=None, help="where remote models are mirrored")
+    parser.add_argument("--replica-id", default=DEFAULT_REPLICA_ID)
+    parser.add_argument("--process-index", type=int, default=0)
+    return parser
