@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from berth.runtime.batching import Batcher, BatchError
+from berth.runtime.batching import Batcher
+from berth.runtime.errors import BatchError
 
 pytestmark = pytest.mark.anyio
 

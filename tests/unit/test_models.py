@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from berth.config.schema import Models
-from berth.runtime.models import ModelCache, ModelNotFound, model_file, sources
+from berth.runtime.errors import ModelNotFound
+from berth.runtime.models import ModelCache, model_file, sources
 
 
 def layout(root: Path) -> Path:

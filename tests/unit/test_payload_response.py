@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from starlette.responses import PlainTextResponse
 
-from berth.runtime.payload import PayloadError, media_type, parse_payload
-from berth.runtime.response import SerialisationError, encode
+from berth.runtime.errors import PayloadError, SerialisationError
+from berth.runtime.payload import media_type, parse_payload
+from berth.runtime.response import encode
 
 SCOPE = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
 

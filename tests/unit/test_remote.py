@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from berth.config.schema import Models
-from berth.runtime.models import ModelCache, ModelNotFound, sources
+from berth.runtime.errors import ModelNotFound
+from berth.runtime.models import ModelCache, sources
 from berth.runtime.remote import RemoteStore
 
 boto3 = pytest.importorskip("boto3", reason="remote models need berth[s3]")

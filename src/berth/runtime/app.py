@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 import time
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -23,17 +21,19 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from berth.config.schema import RealtimeAPI
+from berth.observability.replica_metrics import CONTENT_TYPE, ReplicaMetrics
 from berth.runtime import oip
 from berth.runtime import predictor as loader
-from berth.runtime.batching import Batcher, BatchError
+from berth.runtime.batching import Batcher
 from berth.runtime.clients import PythonClient
-from berth.runtime.models import ModelCache, ModelInputError, ModelNotFound, sources
+from berth.runtime.errors import BatchError, NotReady, PayloadError, PredictError, ReplicaError, error_response
+from berth.runtime.models import ModelCache, sources
+from berth.runtime.payload import parse_payload
 from berth.runtime.remote import RemoteStore
+from berth.runtime.response import encode
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only for APIs that serve models
     from berth.runtime.onnx import OnnxClient
-from berth.runtime.payload import PayloadError, parse_payload
-from berth.runtime.response import SerialisationError, encode, error_body
 
 log = logging.getLogger("berth.replica")
 
@@ -58,35 +58,6 @@ class ReplicaSettings:
         return (self.project / (self.api.predictor.python_path or ".")).resolve()
 
 
-class ReplicaMetrics:
-    def __init__(self, api: str) -> None:
-        self.registry = CollectorRegistry()
-        labels = {"api_name": api}
-        self.in_flight = Gauge("berth_replica_in_flight_requests", "Requests being handled",
-                               list(labels), registry=self.registry).labels(**labels)
-        requests = Counter("berth_replica_requests", "Predict requests by status class",
-                           ["api_name", "code"], registry=self.registry)
-        self.by_class = {code: requests.labels(api_name=api, code=code) for code in ("2XX", "4XX", "5XX")}
-        self.latency = Histogram("berth_replica_request_seconds", "Predict latency", list(labels),
-                                 registry=self.registry).labels(**labels)
-        self.batch_size = Histogram("berth_replica_batch_size", "Requests per predict call (server-side batching)",
-                                    list(labels), registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)).labels(**labels)
-        self.batch_wait = Histogram("berth_replica_batch_wait_seconds",
-                                    "Time a batch's first request waited for the batch to close", list(labels),
-                                    registry=self.registry,
-                                    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-                                    ).labels(**labels)
-
-    def observe_batch(self, size: int, waited: float) -> None:
-        self.batch_size.observe(size)
-        self.batch_wait.observe(waited)
-
-    def observe(self, status: int, seconds: float) -> None:
-        self.by_class.get(f"{status // 100}XX", self.by_class["5XX"]).inc()
-        self.latency.observe(seconds)
-
-
 class ReplicaApp:
     """Constructing stores; the predictor loads when the ASGI lifespan starts."""
 
@@ -99,7 +70,7 @@ class ReplicaApp:
         self.predict: loader.BoundMethod | None = None
         self.post_predict: loader.BoundMethod | None = None
         self.batcher: Batcher | None = None
-        self.models: OnnxClient | PythonClient | None = None
+        self.models: oip.ModelClient | None = None
         threads = settings.api.predictor.threads_per_process
         # With one thread, the event loop's thread is that thread: handing each call to a pool
         # thread and back costs a wake-up and a GIL switch per request (a third of the req/s and
@@ -196,15 +167,14 @@ class ReplicaApp:
                        content_type: str, request_id: str) -> int:
         predict = self.predict
         if not self.ready or predict is None:
-            return await _send(send, 503, error_body("the predictor is still initialising", request_id),
-                               JSON, request_id)
+            return await _send_error(send, NotReady("the predictor is still initialising"), request_id)
         body = await _read_body(receive)
         values: dict[str, Any] = {"batch_id": None}
         try:
             values["payload"] = await parse_payload(content_type, body, scope) if (
                 "payload" in predict.args or self.post_predict) else None
         except PayloadError as exc:
-            return await _send(send, 400, error_body(str(exc), request_id), JSON, request_id)
+            return await _send_error(send, exc, request_id)
         if "query_params" in predict.args:
             values["query_params"] = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         if "headers" in predict.args:
@@ -212,20 +182,9 @@ class ReplicaApp:
         try:
             result = await (self.batcher.submit(values) if self.batcher else self._call(predict, values))
             encoded = encode(result)
-        except BatchError as exc:
-            log.error("request %s: %s", request_id, exc, exc_info=exc.__cause__)
-            return await _send(send, 500, error_body(str(exc), request_id), JSON, request_id)
-        except ModelNotFound as exc:
-            body = json.dumps({"error": str(exc), "available": exc.available, "request_id": request_id}).encode()
-            return await _send(send, 404, body, JSON, request_id)
-        except ModelInputError as exc:
-            return await _send(send, 400, error_body(str(exc), request_id), JSON, request_id)
-        except SerialisationError as exc:
-            log.error("request %s: %s", request_id, exc)
-            return await _send(send, 500, error_body(str(exc), request_id), JSON, request_id)
-        except Exception:
-            log.exception("request %s: predict raised", request_id)
-            return await _send(send, 500, error_body("internal server error", request_id), JSON, request_id)
+        except Exception as exc:
+            _log_failure(exc, request_id)
+            return await _send_error(send, exc, request_id)
         if isinstance(encoded, Response):
             encoded.headers["x-request-id"] = request_id
             await encoded(scope, receive, send)
@@ -276,7 +235,7 @@ class ReplicaApp:
         return PlainTextResponse("initialising", status_code=503)
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type="text/plain; version=0.0.4")
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def _info(self, request: Request) -> Response:
         api = self.settings.api
@@ -328,6 +287,20 @@ async def _read_body(receive: Receive) -> bytes:
         message = await receive()
         chunks.append(message.get("body", b""))
     return b"".join(chunks)
+
+
+def _log_failure(exc: Exception, request_id: str) -> None:
+    """The API's log gets what the client may not see; a request's own mistake (4xx) is not logged."""
+    if not isinstance(exc, ReplicaError) or not exc.exposed:
+        log.error("request %s: predict raised", request_id, exc_info=exc)
+    elif isinstance(exc, PredictError):
+        # A batch's cause is the user's exception, worth its traceback; a serialisation error says it all.
+        log.error("request %s: %s", request_id, exc, exc_info=exc.__cause__ if isinstance(exc, BatchError) else None)
+
+
+async def _send_error(send: Send, exc: BaseException, request_id: str) -> int:
+    status, body = error_response(exc, request_id)
+    return await _send(send, status, body, JSON, request_id)
 
 
 async def _send(send: Send, status: int, body: bytes, content_type: bytes, request_id: str) -> int:

@@ -43,12 +43,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth.runtime.errors import BatchError
+
 BatchCall = Callable[[dict[str, list[Any]]], Awaitable[Any]]
 Observer = Callable[[int, float], None]  # (batch size, seconds its first request waited)
-
-
-class BatchError(Exception):
-    """The batch's predict failed as a whole; every request in it gets this error."""
 
 
 @dataclass

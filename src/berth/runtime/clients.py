@@ -24,6 +24,14 @@ class PythonClient:
                                      "load_model(self, model_path) method")
         self.cache = ModelCache(self.sources, lambda path: load_model(str(Path(path))), self.capacity)
 
+    def metadata(self, model_name: str | None = None, model_version: str = "latest") -> None:
+        """Python models are opaque to berth: the predictor describes them (`model_metadata`)."""
+        return None
+
+    def infer(self, model_name: str, model_version: str, outputs: list[str], tensors: dict[str, Any]) -> None:
+        """The predictor's own `predict` answers inference requests: nothing to run here."""
+        return None
+
     def get_model(self, model_name: str | None = None, model_version: str = "latest") -> Any:
         if self.cache is None:
             raise RuntimeError("python_client.get_model cannot be called from __init__: models load on first use")

@@ -11,23 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from berth.config.schema import Models
+from berth.runtime.errors import ModelNotFound
 
 if TYPE_CHECKING:
     from berth.runtime.remote import RemoteStore
 
 MODEL_SUFFIXES = (".onnx",)
-
-
-class ModelNotFound(LookupError):
-    """A request named a model or version that does not exist; the client gets a 404."""
-
-    def __init__(self, message: str, available: list[str]) -> None:
-        super().__init__(message)
-        self.available = available
-
-
-class ModelInputError(ValueError):
-    """The request's inputs do not fit the model; the client gets a 400 that says how."""
 
 
 class ModelSource(Protocol):

@@ -10,15 +10,23 @@ and returns one.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from berth import __version__
-from berth.runtime.models import ModelInputError, ModelNotFound
+from berth.runtime.errors import (
+    InferenceRequestError,
+    ModelNotFound,
+    NotReady,
+    ReplicaError,
+    SerialisationError,
+    error_response,
+)
 
 if TYPE_CHECKING:
     from berth.runtime.app import ReplicaApp
@@ -27,16 +35,24 @@ HEADER_LENGTH = "inference-header-content-length"
 NUMPY_DTYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
                 "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
                 "FP32": "float32", "FP64": "float64", "BYTES": "object"}
+log = logging.getLogger("berth.replica")
 
 
-class InferError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class ModelClient(Protocol):
+    """What the inference protocol asks of a model client (`onnx_client`, `python_client`).
+
+    Each method returns None when the client cannot answer from its models (python models are
+    opaque to berth); the predictor then answers through `model_metadata` and `predict`.
+    """
+
+    def metadata(self, model_name: str | None, model_version: str) -> dict[str, Any] | None: ...
+
+    def infer(self, model_name: str, model_version: str, outputs: list[str],
+              tensors: dict[str, Any]) -> dict[str, Any] | None: ...
 
 
 def routes(app: ReplicaApp) -> list[Route]:
-    protocol = Protocol(app)
+    protocol = Handlers(app)
     model_routes = []
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         model_routes += [Route(prefix, protocol.metadata), Route(prefix + "/ready", protocol.model_ready),
@@ -45,18 +61,19 @@ def routes(app: ReplicaApp) -> list[Route]:
             Route("/v2/health/ready", protocol.ready), *model_routes]
 
 
-def _guard(handler: Callable[[Protocol, Request], Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    async def guarded(self: Protocol, request: Request) -> Response:
+def _guard(handler: Callable[[Handlers, Request], Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    async def guarded(self: Handlers, request: Request) -> Response:
         try:
             return await handler(self, request)
-        except ModelNotFound as exc:
-            return JSONResponse({"error": str(exc), "available": exc.available}, status_code=404)
-        except (InferError, ModelInputError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=getattr(exc, "status", 400))
+        except ReplicaError as exc:
+            if not exc.exposed:
+                log.error("inference request failed", exc_info=exc)
+            status, body = error_response(exc)
+            return Response(body, status_code=status, media_type="application/json")
     return guarded
 
 
-class Protocol:
+class Handlers:
     def __init__(self, app: ReplicaApp) -> None:
         self.app = app
 
@@ -82,13 +99,15 @@ class Protocol:
     @_guard
     async def infer(self, request: Request) -> Response:
         if not self.app.ready:
-            raise InferError(503, "the predictor is still initialising")
+            raise NotReady("the predictor is still initialising")
         header, tensors = _parse(await request.body(), request.headers.get(HEADER_LENGTH))
         name, version = request.path_params["model"], str(request.path_params.get("version", "latest"))
+        wanted = [o["name"] for o in header.get("outputs", [])]
         models = self.app.models
-        if models is not None and hasattr(models, "cache"):
-            outputs = await self.app.run_sync(lambda: _run_session(models.cache, name, version, header, tensors))
-        else:
+        outputs = None
+        if models is not None:
+            outputs = await self.app.run_sync(lambda: models.infer(name, version, wanted, tensors))
+        if outputs is None:
             self._declared(name)
             outputs = _arrays(await self.app.call_predict({"payload": tensors, "query_params": {}, "headers": {}}))
         return _encode(name, version, header, outputs)
@@ -96,8 +115,9 @@ class Protocol:
     def _metadata(self, request: Request) -> dict[str, Any]:
         name, version = request.path_params["model"], str(request.path_params.get("version", "latest"))
         models = self.app.models
-        if models is not None and hasattr(models, "metadata"):
-            return models.metadata(name, version)
+        described = models.metadata(name, version) if models is not None else None
+        if described is not None:
+            return described
         return {"name": name, "versions": ["1"], "platform": "python", **self._declared(name)}
 
     def _declared(self, name: str) -> dict[str, Any]:
@@ -110,21 +130,11 @@ class Protocol:
         return declared
 
 
-def _run_session(cache: Any, name: str, version: str, header: dict[str, Any],
-                 tensors: dict[str, Any]) -> dict[str, Any]:
-    _, _, session = cache.get(name, version)
-    expected = {i.name for i in session.get_inputs()}
-    if set(tensors) != expected:
-        raise InferError(400, f"the model's inputs are {', '.join(sorted(expected))}; got {', '.join(tensors)}")
-    wanted = [o["name"] for o in header.get("outputs", [])] or [o.name for o in session.get_outputs()]
-    return dict(zip(wanted, session.run(wanted, tensors), strict=True))
-
-
 def _arrays(result: Any) -> dict[str, Any]:
     import numpy as np
 
     if not isinstance(result, dict):
-        raise InferError(500, "a python predictor serving the inference protocol must return a dict of arrays")
+        raise SerialisationError("a python predictor serving the inference protocol must return a dict of arrays")
     return {key: np.asarray(value) for key, value in result.items()}
 
 
@@ -136,21 +146,21 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict
     try:
         header = json.loads(body[:length])
     except ValueError as exc:
-        raise InferError(400, f"the inference request is not valid JSON: {exc}") from exc
+        raise InferenceRequestError(f"the inference request is not valid JSON: {exc}") from exc
     binary, offset = body[length:], 0
     tensors: dict[str, Any] = {}
     for spec in header.get("inputs", []):
         try:
             name, shape, datatype = spec["name"], spec["shape"], spec["datatype"]
         except (KeyError, TypeError) as exc:
-            raise InferError(400, f"each input needs name, shape and datatype ({exc})") from exc
+            raise InferenceRequestError(f"each input needs name, shape and datatype ({exc})") from exc
         dtype = NUMPY_DTYPES.get(datatype)
         if dtype is None:
-            raise InferError(400, f"input {name!r}: unknown datatype {datatype!r}")
+            raise InferenceRequestError(f"input {name!r}: unknown datatype {datatype!r}")
         size = (spec.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if datatype == "BYTES":
-                raise InferError(400, "BYTES inputs must be sent as JSON data")
+                raise InferenceRequestError("BYTES inputs must be sent as JSON data")
             array = np.frombuffer(binary[offset:offset + int(size)], dtype=dtype)
             offset += int(size)
         else:
@@ -158,7 +168,7 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict
         try:
             tensors[name] = array.reshape(shape)
         except ValueError as exc:
-            raise InferError(400, f"input {name!r}: {exc}") from exc
+            raise InferenceRequestError(f"input {name!r}: {exc}") from exc
     return header, tensors
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from berth.config.schema import RealtimeAPI
-from berth.runtime.models import ModelCache, ModelInputError, ModelSource, model_file
+from berth.runtime.errors import InferenceRequestError, ModelInputError
+from berth.runtime.models import ModelCache, ModelSource, model_file
 
 # onnxruntime type -> (numpy dtype, Open Inference Protocol datatype)
 TYPES: dict[str, tuple[Any, str]] = {
@@ -51,6 +52,17 @@ class OnnxClient:
         feed = to_feed(session.get_inputs(), model_input)
         names = [output.name for output in session.get_outputs()]
         return dict(zip(names, session.run(names, feed), strict=True))
+
+    def infer(self, model_name: str, model_version: str, outputs: list[str],
+              tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inference protocol's call: tensors by input name in, the `outputs` asked for (all if none) out."""
+        _, _, session = self.cache.get(model_name, model_version)
+        expected = {i.name for i in session.get_inputs()}
+        if set(tensors) != expected:
+            raise InferenceRequestError(f"the model's inputs are {', '.join(sorted(expected))}; "
+                                        f"got {', '.join(tensors)}")
+        wanted = outputs or [o.name for o in session.get_outputs()]
+        return dict(zip(wanted, session.run(wanted, tensors), strict=True))
 
     def metadata(self, model_name: str | None = None, model_version: str = "latest") -> dict[str, Any]:
         name, _, session = self.cache.get(model_name, model_version)

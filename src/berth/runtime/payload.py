@@ -8,9 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Message, Scope
 
-
-class PayloadError(Exception):
-    """The body cannot be parsed as its Content-Type says; the client gets a 400."""
+from berth.runtime.errors import PayloadError
 
 
 def media_type(content_type: str) -> tuple[str, str]:

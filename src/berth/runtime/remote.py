@@ -20,17 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from berth.runtime.models import ModelNotFound
+from berth.runtime.errors import ModelNotFound, RemoteModelError
 
 SCHEME = "s3://"
-
-
-class RemoteModelError(RuntimeError):
-    """A remote model could not be fetched; the replica fails to start with this message."""
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
 
 
 class RemoteStore:

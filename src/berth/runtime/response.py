@@ -7,14 +7,12 @@ from typing import Any
 
 from starlette.responses import Response
 
+from berth.runtime.errors import SerialisationError
+
 UNSERIALISABLE = (
     "please return an object that is JSON serializable (including its nested fields), "
     "a bytes object, a string, or a starlette.responses.Response object"
 )
-
-
-class SerialisationError(Exception):
-    """The predictor returned something that cannot be sent."""
 
 
 def _default(value: Any) -> Any:
@@ -40,7 +38,3 @@ def encode(result: Any) -> tuple[bytes, bytes] | Response:
     except (TypeError, ValueError) as exc:
         raise SerialisationError(f"{UNSERIALISABLE}: {exc}") from exc
     return text.encode("utf-8"), b"application/json"
-
-
-def error_body(message: str, request_id: str) -> bytes:
-    return json.dumps({"error": message, "request_id": request_id}).encode("utf-8")
