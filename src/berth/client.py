@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
+from berth.backends.base import APIDocument, Change, Deletion
 from berth.config.loader import SpecFile
-from berth.control.launcher import RESTART_WAIT, daemon_back_or_none, supervisor_running
+from berth.control.launcher import RESTART_WAIT, StartOptions, daemon_back_or_none, ensure_daemon, supervisor_running
 from berth.control.paths import Paths
 from berth.errors import BerthError, ConfigError, Conflict, DaemonUnavailable, NotFound
 
@@ -128,3 +129,57 @@ def _raise_for(response: httpx.Response) -> None:
     if kind == "ConfigError":
         raise ConfigError(body.get("problems") or [body.get("error", "")], hint=body.get("hint"))
     raise ERRORS.get(kind, BerthError)(body.get("error", "unknown error"), hint=body.get("hint"))
+
+
+class LocalBackend:
+    """The local daemon as the CLI's `Backend`: the client's calls, answered with the interface's values."""
+
+    def __init__(self, paths: Paths, host: str = "127.0.0.1", port: int = 8888) -> None:
+        self.paths = paths
+        self.host = host
+        self.port = port  # the gateway's, used only when this starts the daemon
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.paths)
+        return self._client
+
+    def ensure_running(self, options: StartOptions | None = None) -> str | None:
+        started = ensure_daemon(self.paths, self.host, self.port, options)
+        if not started.started:
+            return None
+        info = started.info
+        return (f"started the berth daemon (pid {info['pid']}, gateway http://{info['host']}:{info['port']}); "
+                f"its log is {self.paths.daemon_log}")
+
+    def deploy(self, spec: SpecFile) -> list[Change]:
+        return [Change.from_json(result) for result in self.client.deploy(spec)]
+
+    def list_apis(self) -> list[APIDocument]:
+        return self.client.list_apis()
+
+    def get_api(self, name: str) -> APIDocument:
+        return self.client.get_api(name)
+
+    def describe(self, name: str) -> APIDocument:
+        # The daemon's detail view already carries placement, versions and autoscaler decisions.
+        return self.client.get_api(name)
+
+    def url(self, name: str) -> str:
+        return str(self.client.get_api(name)["url"])
+
+    def logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[str]:
+        return self.client.logs(name, follow=follow, tail=tail)
+
+    def refresh(self, name: str) -> Change:
+        return Change.from_json(self.client.refresh(name))
+
+    def delete(self, name: str) -> Deletion:
+        result = self.client.delete(name)
+        return Deletion(api=str(result.get("api", name)), stopped=bool(result.get("stopped")))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

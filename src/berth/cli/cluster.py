@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from berth.cli.context import CLIContext, pass_context
+from berth.cli.context import CLIContext, env_option, pass_context
 from berth.config.units import parse_quantity
 from berth.control.launcher import StartOptions, daemon_info, stop_daemon
 from berth.errors import DaemonUnavailable
@@ -46,6 +46,7 @@ def cluster() -> None:
 @click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
               help="An address or network (10.0.0.0/8) whose X-Forwarded-For is extended rather than replaced; "
                    "repeat for several.")
+@env_option
 @pass_context
 def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, gateway_workers: int | None,
        readiness_timeout: float | None, max_body_size: str | None, max_request_line: str | None,
@@ -65,6 +66,7 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, ga
     if trusted_proxies:
         gateway["trusted_proxies"] = [_network(value) for value in trusted_proxies]
     options = StartOptions(readiness_timeout=readiness_timeout, gateway_workers=gateway_workers, gateway=gateway)
+    obj.local()
     info = daemon_info(obj.paths)
     if info is not None:
         obj.console.print(f"berth is already running (pid {info['pid']}, gateway "
@@ -116,9 +118,11 @@ def _network(value: str) -> str:
 
 @cluster.command()
 @click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+@env_option
 @pass_context
 def status(obj: CLIContext, output: str) -> None:
     """Say whether the daemon runs, and where."""
+    obj.local()
     info = daemon_info(obj.paths)
     if info is None:
         raise DaemonUnavailable(f"the berth daemon is not running (home {obj.home})",
@@ -133,9 +137,11 @@ def status(obj: CLIContext, output: str) -> None:
 
 
 @cluster.command()
+@env_option
 @pass_context
 def down(obj: CLIContext) -> None:
     """Drain every replica and stop the daemon. Deployed APIs come back at the next `cluster up`."""
+    obj.local()
     if stop_daemon(obj.paths):
         obj.console.print("berth daemon stopped")
     else:

@@ -1,16 +1,24 @@
-"""What every command shares: where the instance lives, its port, the client, the console."""
+"""What every command shares: where the instance lives, its port, the environment and its backend, the console."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
-from berth.client import Client
-from berth.control.launcher import StartOptions, ensure_daemon
+from berth.backends import environments
+from berth.backends.base import Backend
+from berth.backends.environments import Environment, Provider
+from berth.client import LocalBackend
+from berth.control.launcher import StartOptions
 from berth.control.paths import Paths
+from berth.errors import BerthError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -20,24 +28,61 @@ class CLIContext:
     host: str = "127.0.0.1"
     console: Console = field(default_factory=lambda: make_console(stderr=False))
     err: Console = field(default_factory=lambda: make_console(stderr=True))
-    _client: Client | None = None
+    env_name: str | None = None  # `-e/--env`; None: the registry's default
+    _environment: Environment | None = None
+    _backend: Backend | None = None
 
     @property
     def paths(self) -> Paths:
         return Paths(self.home)
 
-    def client(self) -> Client:
-        if self._client is None:
-            self._client = Client(self.paths)
-        return self._client
+    def select_env(self, name: str | None) -> Environment:
+        """The environment named with `-e` (None: the default); an unknown name fails here, with the known ones."""
+        self.env_name = name
+        self._environment = None
+        return self.environment()
 
-    def ensure_daemon(self, options: StartOptions | None = None) -> None:
-        """Start the daemon in the background when it is not running, and say so."""
-        started = ensure_daemon(self.paths, self.host, self.port, options)
-        if started.started:
-            info = started.info
-            self.err.print(f"started the berth daemon (pid {info['pid']}, gateway "
-                           f"http://{info['host']}:{info['port']}); its log is {self.paths.daemon_log}")
+    def environment(self) -> Environment:
+        if self._environment is None:
+            self._environment = environments.load(self.home).resolve(self.env_name)
+        return self._environment
+
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = open_backend(self.environment(), self)
+        return self._backend
+
+    def local(self) -> LocalBackend:
+        """The local daemon itself, for the commands that manage it (`berth cluster`)."""
+        env = self.environment()
+        if env.provider is not Provider.LOCAL:
+            raise BerthError(f"`berth cluster` manages the local daemon; environment {env.name!r} is {env.provider}",
+                             hint="run it with `-e local`")
+        backend = self.backend()
+        assert isinstance(backend, LocalBackend)
+        return backend
+
+    def ensure_running(self) -> None:
+        """Start what the environment serves with when it is not running, and say so."""
+        self.notice(self.backend().ensure_running())
+
+    def ensure_daemon(self, options: StartOptions) -> None:
+        self.notice(self.local().ensure_running(options))
+
+    def notice(self, line: str | None) -> None:
+        if line:
+            self.err.print(line)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
+def open_backend(env: Environment, obj: CLIContext) -> Backend:
+    if env.provider is Provider.LOCAL:
+        return LocalBackend(obj.paths, obj.host, obj.port)
+    raise BerthError(f"environment {env.name!r} uses the {env.provider} provider, which this berth cannot "
+                     "talk to yet", hint="use `-e local`, or `berth env default local`")
 
 
 def make_console(stderr: bool) -> Console:
@@ -48,3 +93,17 @@ def make_console(stderr: bool) -> Console:
 
 
 pass_context = click.make_pass_decorator(CLIContext)
+
+
+def _select_env(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # Resolved now, while parsing, so an unknown name fails before the command does anything.
+    obj = ctx.find_object(CLIContext)
+    if obj is not None:
+        obj.select_env(value)
+
+
+def env_option(command: F) -> F:
+    """`-e/--env NAME` on a command: the environment it runs against."""
+    return click.option("-e", "--env", "env", default=None, metavar="NAME", expose_value=False,
+                        callback=_select_env,
+                        help="Environment to run against (default: `berth env default`, initially local).")(command)

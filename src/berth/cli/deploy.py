@@ -9,11 +9,13 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from berth.cli.context import CLIContext, pass_context
+from berth.cli.context import CLIContext, env_option, pass_context
 from berth.config.loader import SpecFile, load_spec
+from berth.core.status import APIStatus
 from berth.errors import DeployFailed
 
-TERMINAL_ERRORS = ("error", "error (out of memory)", "compute unavailable")
+# Statuses a new version does not leave by waiting; `--wait` gives up on them at once.
+TERMINAL_ERRORS = frozenset({APIStatus.ERROR, APIStatus.ERROR_OOM, APIStatus.COMPUTE_UNAVAILABLE})
 
 
 @click.command()
@@ -21,23 +23,25 @@ TERMINAL_ERRORS = ("error", "error (out of memory)", "compute unavailable")
 @click.option("--wait", is_flag=True, help="Wait until every API in the file is live.")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds --wait waits.")
 @click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+@env_option
 @pass_context
 def deploy(obj: CLIContext, path: Path, wait: bool, timeout: float, output: str) -> None:
     """Deploy the APIs of berth.yaml (or cortex.yaml) in PATH, a folder or a spec file."""
     spec = _load(obj, path)
-    obj.ensure_daemon()
-    results = obj.client().deploy(spec)
+    obj.ensure_running()
+    changes = obj.backend().deploy(spec)
     if output == "json":
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json.dumps([change.to_json() for change in changes], indent=2))
     else:
-        for result in results:
-            obj.console.print(escape(result["message"]))
+        for change in changes:
+            obj.console.print(escape(change.message))
     if wait:
         _wait_live(obj, [api.name for api in spec.apis], timeout, quiet=output == "json")
 
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path), default=".")
+@env_option
 @pass_context
 def validate(obj: CLIContext, path: Path) -> None:
     """Check a spec file without deploying it."""
@@ -54,14 +58,14 @@ def _load(obj: CLIContext, path: Path) -> SpecFile:
 
 
 def _wait_live(obj: CLIContext, names: list[str], timeout: float, quiet: bool) -> None:
-    client = obj.client()
+    backend = obj.backend()
     deadline = time.monotonic() + timeout
     pending = list(names)
     with obj.err.status(f"waiting for {', '.join(pending)} to be live…") as spinner:
         while pending:
             for name in list(pending):
-                api = client.get_api(name)
-                if api["status"] == "live":
+                api = backend.get_api(name)
+                if api["status"] == APIStatus.LIVE:
                     pending.remove(name)
                     if not quiet:
                         obj.console.print(f"{escape(name)} is live at {api['url']}")

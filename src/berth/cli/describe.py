@@ -11,17 +11,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from berth.cli import render
-from berth.cli.context import CLIContext, pass_context
+from berth.cli.context import CLIContext, env_option, pass_context
 from berth.config.units import format_bytes
 
 
 @click.command()
 @click.argument("api")
 @click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+@env_option
 @pass_context
 def describe(obj: CLIContext, api: str, output: str) -> None:
     """Everything about API: replicas and their placement, versions, autoscaler decisions, events."""
-    data = obj.client().get_api(api)
+    data = obj.backend().describe(api)
     if output == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -79,8 +80,9 @@ def _dash(value: object) -> str:
 
 @click.command()
 @click.argument("api")
+@env_option
 @pass_context
 def refresh(obj: CLIContext, api: str) -> None:
     """Restart every replica of API without downtime (a rolling update to the same code)."""
-    result = obj.client().refresh(api)
-    obj.console.print(f"restarting {escape(result['api'])} (version {result['version']})")
+    change = obj.backend().refresh(api)
+    obj.console.print(f"restarting {escape(change.api)} (version {change.version})")

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from berth.cli import render
-from berth.cli.context import CLIContext, pass_context
+from berth.cli.context import CLIContext, env_option, pass_context
 
 WATCH_INTERVAL = 2.0
 
@@ -22,13 +22,14 @@ WATCH_INTERVAL = 2.0
 @click.argument("api", required=False)
 @click.option("-w", "--watch", is_flag=True, help="Re-run the command every 2 seconds.")
 @click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+@env_option
 @pass_context
 def get(obj: CLIContext, api: str | None, watch: bool, output: str) -> None:
     """List the APIs, or show one API with its endpoint and replicas."""
-    client = obj.client()
+    backend = obj.backend()
 
     def fetch() -> Any:
-        return client.get_api(api) if api else client.list_apis()
+        return backend.get_api(api) if api else backend.list_apis()
 
     if output == "json":
         click.echo(json.dumps(fetch(), indent=2))

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from berth import __version__
-from berth.cli import cluster, deploy, describe, inspect, operate
+from berth.cli import cluster, deploy, describe, env, inspect, operate
 from berth.cli.context import CLIContext, make_console
 from berth.errors import BerthError, ConfigError
 
@@ -47,11 +47,11 @@ def _report(exc: BerthError) -> None:
 def cli(ctx: click.Context, home: Path, port: int) -> None:
     """berth: deploy a Python predictor as a scalable, monitored web service."""
     ctx.obj = CLIContext(home=home.expanduser().resolve(), port=port)
-    ctx.call_on_close(lambda: ctx.obj.client().close())
+    ctx.call_on_close(ctx.obj.close)
 
 
 for command in (deploy.deploy, deploy.validate, inspect.get, describe.describe, describe.refresh, operate.predict,
-                operate.logs, operate.delete, cluster.cluster):
+                operate.logs, operate.delete, cluster.cluster, env.env):
     cli.add_command(command)
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import click
 import httpx
 
-from berth.cli.context import CLIContext, pass_context
+from berth.cli.context import CLIContext, env_option, pass_context
 from berth.errors import BerthError
 
 
 @click.command()
 @click.argument("api")
 @click.argument("file", type=click.Path(path_type=Path))
+@env_option
 @pass_context
 def predict(obj: CLIContext, api: str, file: Path) -> None:
     """POST FILE (JSON) to API's endpoint and print the response."""
@@ -26,7 +27,7 @@ def predict(obj: CLIContext, api: str, file: Path) -> None:
         json.loads(body)
     except ValueError as exc:
         raise BerthError(f"{file} is not valid JSON: {exc}") from exc
-    url = obj.client().get_api(api)["url"]
+    url = obj.backend().url(api)
     try:
         response = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=300)
     except httpx.HTTPError as exc:
@@ -42,21 +43,22 @@ def predict(obj: CLIContext, api: str, file: Path) -> None:
 @click.argument("api")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("--tail", type=int, default=200, show_default=True, help="Lines of past output per replica.")
+@env_option
 @pass_context
 def logs(obj: CLIContext, api: str, follow: bool, tail: int) -> None:
     """Print the output of API's replicas (prints and tracebacks of the predictor included)."""
-    for chunk in obj.client().logs(api, follow=follow, tail=tail):
+    for chunk in obj.backend().logs(api, follow=follow, tail=tail):
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
 
 @click.command()
 @click.argument("api")
+@env_option
 @pass_context
 def delete(obj: CLIContext, api: str) -> None:
     """Drain and stop API's replicas and remove it."""
-    result = obj.client().delete(api)
-    if result.get("stopped"):
+    if obj.backend().delete(api).stopped:
         obj.console.print(f"deleted {api}")
     else:
         obj.console.print(f"deleted {api}; its replicas are still finishing their requests")

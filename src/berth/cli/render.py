@@ -9,10 +9,17 @@ from typing import Any
 
 from rich.table import Table
 
-STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "red", "error (out of memory)": "red",
-                "compute unavailable": "red", "ready": "green", "initializing": "yellow",
-                "pending": "yellow", "terminating": "dim", "failed": "red", "killed": "red",
-                "killed_oom": "red"}
+from berth.core.status import APIStatus, ReplicaState
+
+# Keyed by core's enums so a renamed status fails here at import instead of silently losing its colour;
+# they are str enums, so the plain strings of a JSON document find their entries as they are.
+STATUS_STYLE: dict[str, str] = {
+    APIStatus.LIVE: "green", APIStatus.UPDATING: "yellow", APIStatus.ERROR: "red", APIStatus.ERROR_OOM: "red",
+    APIStatus.COMPUTE_UNAVAILABLE: "red",
+    ReplicaState.READY: "green", ReplicaState.INITIALIZING: "yellow", ReplicaState.PENDING: "yellow",
+    ReplicaState.TERMINATING: "dim", ReplicaState.FAILED: "red", ReplicaState.KILLED: "red",
+    ReplicaState.KILLED_OOM: "red",
+}
 
 
 def age(seconds: float) -> str:
