@@ -330,3 +330,23 @@ def test_a_python_predictor_can_speak_the_inference_protocol(tmp_path: Path) -> 
         bad = client.post("/v2/models/test/infer", json={"inputs": [{"name": "x", "shape": [3], "datatype": "FP32",
                                                                      "data": [1, 2]}]})
         assert bad.status_code == 400
+
+
+DECLARED_WITH_MODELS = DECLARED.replace("""    def __init__(self, config):
+        pass
+""", """    def __init__(self, config, python_client):
+        self.client = python_client
+
+    def load_model(self, model_path):
+        return model_path
+""")
+
+
+def test_a_python_predictor_with_models_answers_the_inference_protocol_itself(tmp_path: Path) -> None:
+    """python_client's models are opaque to berth: metadata and infer go to the predictor, not to a session."""
+    (tmp_path / "models" / "m" / "1").mkdir(parents=True)
+    with TestClient(make_app(tmp_path, DECLARED_WITH_MODELS, models={"dir": "models"})) as client:
+        wait_ready(client)
+        assert client.get("/v2/models/test").json()["platform"] == "python"
+        body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+        assert client.post("/v2/models/test/infer", json=body).json()["outputs"][0]["data"] == [3.0]
