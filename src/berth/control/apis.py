@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from berth.config.schema import RealtimeAPI
-from berth.control.store import APIRecord
+from berth.control.store import APIRecord, Store
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,12 @@ class DeployedAPI:
     @property
     def requested(self) -> int:
         return self.record.requested
+
+
+def load_version(store: Store, snapshots: Path, name: str, version: str) -> Version | None:
+    """A version as it was deployed, from the store's history (a fallback, or an adopted replica's)."""
+    found = store.get_version(name, version)
+    if found is None:
+        return None
+    spec, snapshot = found
+    return Version(version, RealtimeAPI.model_validate(spec), snapshots / snapshot)

@@ -18,7 +18,7 @@ SAMPLE_SECONDS = 1.0
 MAX_WINDOW_SAMPLES = 3600  # an hour of 1 s samples bounds memory whatever the window
 
 
-class Autoscaling:
+class AutoscalingLoop:
     """Where the requests are (the gateway) is where they are counted, queued and active alike."""
 
     def __init__(self, store: Store, reconciler: Reconciler, gateways: GatewayLinks,

@@ -22,12 +22,12 @@ from typing import Any
 
 import uvicorn
 
-from berth.control.api import ManagementAPI
-from berth.control.autoscaling import Autoscaling
+from berth.control.autoscaling import AutoscalingLoop
 from berth.control.capacity import detect_capacity
 from berth.control.deploy import Deployer
 from berth.control.gateways import GatewayLinks
 from berth.control.ledger import RequestLedger
+from berth.control.management import ManagementAPI
 from berth.control.master import EXIT_GIVE_UP
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler, Timeouts
@@ -74,10 +74,10 @@ class Daemon:
                                      self.paths, env, capacity=settings.capacity or detect_capacity(),
                                      timeouts=settings.timeouts)
         self.gateways.wake = self.reconciler.wake_from_zero
-        self.autoscaling = Autoscaling(self.store, self.reconciler, self.gateways, time.time)
+        self.autoscaling = AutoscalingLoop(self.store, self.reconciler, self.gateways, time.time)
         self.deployer = Deployer(self.store, self.reconciler, self.paths, time.time)
-        self.management = ManagementAPI(self.store, self.reconciler, self.gateways, self.deployer, self.paths,
-                                        self.info, self.request_stop, time.time)
+        self.management = ManagementAPI(self.store, self.reconciler, self.reconciler.wait_for, self.gateways,
+                                        self.deployer, self.paths, self.info, self.request_stop, time.time)
         self.started_at = time.time()
         self._server: _ManagementServer | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,16 @@ from starlette.routing import Route
 from berth import __version__
 from berth.control import logs, views
 from berth.control.deploy import Deployer, DeployResult
+from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
 from berth.control.paths import Paths
-from berth.control.reconciler import Reconciler
 from berth.control.store import Store
 from berth.errors import BerthError, ConfigError, Conflict, NotFound
 
 STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409}
 DELETE_TIMEOUT = 90.0
+
+WaitFor = Callable[[Callable[[], bool], float], Awaitable[bool]]
 
 
 def _result(result: DeployResult) -> dict[str, str]:
@@ -30,11 +32,12 @@ def _result(result: DeployResult) -> dict[str, str]:
 
 
 class ManagementAPI:
-    def __init__(self, store: Store, reconciler: Reconciler, gateways: GatewayLinks, deployer: Deployer,
+    def __init__(self, store: Store, fleet: FleetView, wait_for: WaitFor, gateways: GatewayLinks, deployer: Deployer,
                  paths: Paths, info: Callable[[], dict[str, Any]], shutdown: Callable[[], None],
                  clock: Callable[[], float]) -> None:
         self.store = store
-        self.reconciler = reconciler
+        self.fleet = fleet  # read only: changes go through the deployer
+        self.wait_for = wait_for
         self.gateways = gateways
         self.deployer = deployer
         self.paths = paths
@@ -69,7 +72,7 @@ class ManagementAPI:
         return JSONResponse(body, status_code=status)
 
     async def get_info(self, request: Request) -> Response:
-        return JSONResponse({**self.info(), "version": __version__, "apis": len(self.reconciler.apis)})
+        return JSONResponse({**self.info(), "version": __version__, "apis": len(self.fleet.apis)})
 
     async def post_shutdown(self, request: Request) -> Response:
         self.shutdown()
@@ -77,11 +80,11 @@ class ManagementAPI:
 
     async def list_apis(self, request: Request) -> Response:
         url = self.gateway_url
-        return JSONResponse([views.summary(api, self.reconciler, self.gateways, url) for api in self._apis()])
+        return JSONResponse([views.summary(api, self.fleet, self.gateways, url) for api in self._apis()])
 
     async def get_api(self, request: Request) -> Response:
         api = self._api(request.path_params["name"])
-        view = views.detail(api, self.reconciler, self.gateways, self.store, self.gateway_url, self.clock())
+        view = views.detail(api, self.fleet, self.gateways, self.store, self.gateway_url, self.clock())
         return JSONResponse(view)
 
     async def deploy(self, request: Request) -> Response:
@@ -96,17 +99,17 @@ class ManagementAPI:
         name = request.path_params["name"]
         self._api(name)
         await self.deployer.delete(name)
-        gone = await self.reconciler.wait_for(lambda: name not in self.reconciler.apis, DELETE_TIMEOUT)
+        gone = await self.wait_for(lambda: name not in self.fleet.apis, DELETE_TIMEOUT)
         return JSONResponse({"api": name, "deleted": True, "stopped": gone})
 
     async def get_logs(self, request: Request) -> Response:
         name = request.path_params["name"]
         folder = self.paths.logs / name
-        if name not in self.reconciler.apis and not folder.is_dir():
+        if name not in self.fleet.apis and not folder.is_dir():
             raise NotFound(f"no API named {name!r}", hint="see `berth get` for the deployed APIs")
         tail = int(request.query_params.get("tail", "200"))
         follow = request.query_params.get("follow") in ("1", "true")
-        live = {r.id for r in self.reconciler.replicas_of(name)}
+        live = {r.id for r in self.fleet.replicas_of(name)}
         return StreamingResponse(self._log_stream(folder, live, tail, follow, name),
                                  media_type="text/plain; charset=utf-8")
 
@@ -115,18 +118,18 @@ class ManagementAPI:
         reader = logs.LogReader(folder, live)
         for chunk in reader.initial(tail):
             yield chunk
-        while follow and (name in self.reconciler.apis):
+        while follow and (name in self.fleet.apis):
             await asyncio.sleep(0.25)
-            reader.live = {r.id for r in self.reconciler.replicas_of(name)}
+            reader.live = {r.id for r in self.fleet.replicas_of(name)}
             for chunk in reader.poll():
                 yield chunk
 
     def _apis(self) -> list[Any]:
-        return sorted(self.reconciler.apis.values(), key=lambda api: api.name)
+        return sorted(self.fleet.apis.values(), key=lambda api: api.name)
 
     def _api(self, name: str) -> Any:
-        api = self.reconciler.apis.get(name)
+        api = self.fleet.apis.get(name)
         if api is None:
-            known = ", ".join(sorted(self.reconciler.apis)) or "none"
+            known = ", ".join(sorted(self.fleet.apis)) or "none"
             raise NotFound(f"no API named {name!r} (deployed: {known})")
         return api

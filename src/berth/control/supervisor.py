@@ -12,55 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from berth.core.placement import Placement
-from berth.core.reconcile import ReplicaFacts
-from berth.core.status import ReplicaState
-from berth.runtime.contract import EXIT_INIT_FAILED, SPEC_FILE, ReplicaArgs, clear_failure, read_failure, socket_path
+from berth.control.replica import Replica
+from berth.core.lifecycle import Event, crash_event
+from berth.runtime.contract import EXIT_INIT_FAILED, SPEC_FILE, ReplicaArgs, clear_failure, read_failure
 
 PROBE_TIMEOUT = 1.0
 EXIT_UNKNOWN = -1000  # an adopted replica (not our child) exited: its exit code cannot be known
-
-
-@dataclass
-class Replica:
-    """One supervised replica: `processes` server processes sharing a socket folder."""
-
-    id: str
-    api: str
-    version: str
-    socket_dir: Path
-    log_path: Path
-    processes: int
-    created_at: float
-    state: ReplicaState = ReplicaState.PENDING
-    popen: subprocess.Popen[bytes] | None = None
-    pid: int | None = None  # our child's, or an adopted process's after a daemon restart
-    placement: Placement | None = None
-    pending_reason: str | None = None  # why it waits: the compute it needs is not free
-    rss: float = 0.0
-    started_at: float = 0.0
-    ready_at: float | None = None
-    stop_requested_at: float | None = None
-    signalled_at: float | None = None
-    failures: int = 0
-    restarts: int = 0
-    next_start: float = 0.0
-    exit_code: int | None = None
-    last_error: str | None = None
-    last_traceback: str | None = None
-
-    @property
-    def sockets(self) -> list[str]:
-        return [str(socket_path(self.socket_dir, index)) for index in range(self.processes)]
-
-    def facts(self) -> ReplicaFacts:
-        return ReplicaFacts(id=self.id, version=self.version, state=self.state,
-                            created_at=self.created_at, next_start=self.next_start)
 
 
 class Supervisor:
@@ -82,19 +43,13 @@ class Supervisor:
             log.write(f"--- {stamp} berth: starting replica {replica.id} "
                       f"(start {replica.restarts + 1}) ---\n".encode())
             log.flush()
-            replica.popen = subprocess.Popen(
+            popen = subprocess.Popen(
                 ReplicaArgs(spec=spec_path, project=project, socket_dir=replica.socket_dir,
                             replica_id=replica.id, model_cache=self.model_cache).command(self.python),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=project,
                 env=dict(env), start_new_session=True,  # replicas outlive the daemon; Ctrl-C is not theirs
             )
-        replica.pid = replica.popen.pid
-        replica.state = ReplicaState.INITIALIZING
-        replica.started_at = now
-        replica.ready_at = None
-        replica.exit_code = None
-        replica.stop_requested_at = None
-        replica.signalled_at = None
+        replica.started(popen.pid, now, popen)
 
     def poll_exit(self, replica: Replica) -> int | None:
         if replica.popen is not None:
@@ -135,7 +90,7 @@ class Supervisor:
 
     def terminate(self, replica: Replica, now: float) -> None:
         """SIGTERM: uvicorn stops accepting and finishes the requests it holds."""
-        replica.signalled_at = now
+        replica.signalled(now)
         self._signal(replica, signal.SIGTERM)
 
     def kill(self, replica: Replica) -> None:
@@ -158,8 +113,9 @@ class Supervisor:
         shutil.rmtree(replica.socket_dir, ignore_errors=True)
 
 
-def exit_state(code: int) -> ReplicaState:
-    return ReplicaState.KILLED if code in (-signal.SIGKILL, 128 + signal.SIGKILL) else ReplicaState.FAILED
+def exit_event(code: int) -> Event:
+    """What an exit we did not ask for was: a SIGKILL from outside, or a crash."""
+    return crash_event(code in (-signal.SIGKILL, 128 + signal.SIGKILL))
 
 
 def describe_exit(code: int) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from berth.control.apis import DeployedAPI
+from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
-from berth.control.reconciler import Reconciler
+from berth.control.replica import Replica
 from berth.control.store import Store
-from berth.control.supervisor import Replica
 from berth.core.status import ReplicaState, ReplicaView, derive_status
 
 
@@ -17,8 +17,8 @@ def replica_view(replica: Replica, version: str) -> ReplicaView:
                        unplaceable=replica.pending_reason is not None)
 
 
-def summary(api: DeployedAPI, reconciler: Reconciler, gateways: GatewayLinks, gateway_url: str) -> dict[str, Any]:
-    replicas = reconciler.replicas_of(api.name)
+def summary(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, gateway_url: str) -> dict[str, Any]:
+    replicas = list(fleet.replicas_of(api.name))
     status = derive_status([replica_view(r, api.record.version) for r in replicas], api.requested,
                            rollout_failed=api.rollout_failed)
     error, traceback = _error(api, replicas)
@@ -57,12 +57,12 @@ def _error(api: DeployedAPI, replicas: list[Replica]) -> tuple[str | None, str |
     return None, None
 
 
-def detail(api: DeployedAPI, reconciler: Reconciler, gateways: GatewayLinks, store: Store, gateway_url: str,
+def detail(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, store: Store, gateway_url: str,
            now: float) -> dict[str, Any]:
-    view = summary(api, reconciler, gateways, gateway_url)
+    view = summary(api, fleet, gateways, gateway_url)
     view["spec"] = api.record.spec
     view["spec_file"] = api.record.spec_file
-    view["replicas"] = [replica_row(r, now) for r in reconciler.replicas_of(api.name)]
+    view["replicas"] = [replica_row(r, now) for r in fleet.replicas_of(api.name)]
     view["versions"] = [{"version": v, "deployed_at": at} for v, at in store.versions(api.name)]
     view["events"] = [{"at": e.at, "kind": e.kind, "message": e.message} for e in store.events(api.name)]
     view["autoscaler"] = store.decisions(api.name, limit=10)
@@ -75,7 +75,7 @@ def replica_row(replica: Replica, now: float) -> dict[str, Any]:
         "id": replica.id,
         "version": replica.version,
         "status": str(replica.state),
-        "pid": replica.pid if replica.exit_code is None else None,
+        "pid": None if replica.gone else replica.pid,
         "processes": replica.processes,
         "restarts": replica.restarts,
         "age": now - replica.created_at,
