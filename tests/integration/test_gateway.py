@@ -2,68 +2,18 @@
 
 import asyncio
 import socket
-import textwrap
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from berth.config.schema import RealtimeAPI
 from berth.gateway.proxy import Gateway, GatewaySettings
 from berth.gateway.routes import RoutingTable, Target
-from berth.runtime.app import ReplicaApp, ReplicaSettings
+from tests.robustness.harness import replicas, until  # the same real replica apps the robustness suite uses
 
 pytestmark = pytest.mark.anyio
-
-PREDICTOR = """
-import asyncio
-
-class PythonPredictor:
-    def __init__(self, config):
-        self.name = config["name"]
-
-    async def predict(self, payload, query_params):
-        await asyncio.sleep(float(query_params.get("sleep", 0)))
-        return {"replica": self.name, "payload": payload}
-"""
-
-
-class Quiet(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # the test owns the process's signals
-        pass
-
-
-async def until(condition: Callable[[], object], timeout: float = 5) -> None:
-    """Wait for a condition with a deadline."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-@asynccontextmanager
-async def replicas(tmp_path: Path, count: int) -> AsyncIterator[list[str]]:
-    (tmp_path / "predictor.py").write_text(textwrap.dedent(PREDICTOR))
-    servers, tasks, sockets = [], [], []
-    for index in range(count):
-        api = RealtimeAPI.model_validate({"name": "t", "kind": "RealtimeAPI", "predictor": {
-            "type": "python", "path": "predictor.py", "config": {"name": f"r{index}"}}})
-        app = ReplicaApp(ReplicaSettings(api=api, project=tmp_path))
-        sock = str(tmp_path / f"r{index}.sock")
-        server = Quiet(uvicorn.Config(app, uds=sock, log_level="warning", lifespan="on"))
-        servers.append(server)
-        tasks.append(asyncio.create_task(server.serve()))
-        sockets.append(sock)
-        await until(lambda s=server, a=app: s.started and a.ready, timeout=10)
-    try:
-        yield sockets
-    finally:
-        for server in servers:
-            server.should_exit = True
-        await asyncio.gather(*tasks)
 
 
 @asynccontextmanager

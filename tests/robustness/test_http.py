@@ -8,7 +8,7 @@ import pytest
 
 from berth.gateway.proxy import GatewaySettings
 
-from .harness import at_eof, close, get, post, read_response, stack
+from .harness import at_eof, close, get, post, read_response, stack, until
 
 pytestmark = pytest.mark.anyio
 
@@ -208,7 +208,9 @@ async def test_pipelined_bodies_are_buffered_one_ahead_at_most(tmp_path: Path) -
         reader, writer = await s.connect()
         body = b'"' + b"y" * (1 << 20) + b'"'
         sender = asyncio.create_task(_send_all(writer, post("/t?sleep=0.3") + post(body=body) * 6))
-        await asyncio.sleep(0.2)
+        # Wait until the gateway stops reading (the first request is still running), then check the bound.
+        await until(lambda: any(c.flow is not None and c.flow.read_paused for c in s.gateway.connections),
+                    message="reading paused")
         (connection,) = s.gateway.connections
         assert len(connection.pending) <= 1 and connection.flow is not None and connection.flow.read_paused
         for _ in range(7):
