@@ -18,9 +18,10 @@ from berth.backends.base import APIDocument, Change, Deletion
 from berth.config.loader import SpecFile
 from berth.control.launcher import RESTART_WAIT, StartOptions, daemon_back_or_none, ensure_daemon, supervisor_running
 from berth.control.paths import Paths
-from berth.errors import BerthError, ConfigError, Conflict, DaemonUnavailable, NotFound
+from berth.errors import BerthError, ConfigError, Conflict, DaemonUnavailable, InsufficientCapacity, NotFound
 
-ERRORS: dict[str, type[BerthError]] = {"NotFound": NotFound, "Conflict": Conflict}
+ERRORS: dict[str, type[BerthError]] = {"NotFound": NotFound, "Conflict": Conflict,
+                                       "InsufficientCapacity": InsufficientCapacity}
 DEFAULT_TIMEOUT = 120.0
 
 

@@ -36,7 +36,7 @@ class NotFound(BerthError):
 
 
 class Conflict(BerthError):
-    """The request clashes with existing state (endpoint taken, update in progress)."""
+    """The request clashes with existing state: an endpoint another API uses, an API being deleted."""
 
     exit_code = 4
 
@@ -52,9 +52,21 @@ class DaemonStartError(BerthError):
 
 
 class DeployFailed(BerthError):
-    """`deploy --wait` saw the API fail to start."""
+    """`deploy --wait` saw the API fail: `error`, `error (out of memory)`, or its rollout rolled back."""
 
     exit_code = 6
+
+
+class WaitTimedOut(BerthError):
+    """`--wait` ran out of `--timeout` before the API was live (it may still become live)."""
+
+    exit_code = 7
+
+
+class InsufficientCapacity(BerthError):
+    """What was asked for does not fit this machine: refused at deploy, or `compute unavailable` seen by `--wait`."""
+
+    exit_code = 8
 
 
 class UnsafeFolder(BerthError):

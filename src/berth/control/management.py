@@ -19,9 +19,10 @@ from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
 from berth.control.paths import Paths
 from berth.control.store import Store
-from berth.errors import BerthError, ConfigError, Conflict, NotFound
+from berth.errors import BerthError, ConfigError, Conflict, InsufficientCapacity, NotFound
 
-STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409}
+STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409,
+                                                 InsufficientCapacity: 422}
 DELETE_TIMEOUT = 90.0
 
 WaitFor = Callable[[Callable[[], bool], float], Awaitable[bool]]
