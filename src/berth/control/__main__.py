@@ -19,8 +19,11 @@ def main() -> int:
     parser.add_argument("--gateway-workers", type=int, default=None)
     parser.add_argument("--readiness-timeout", type=float, default=None)
     parser.add_argument("--gateway-settings", default="{}", help="GatewaySettings fields as JSON")
+    parser.add_argument("--log-retention", type=float, default=None)
     args = parser.parse_args()
-    options = ("--readiness-timeout", str(args.readiness_timeout)) if args.readiness_timeout else ()
+    options: tuple[str, ...] = ("--readiness-timeout", str(args.readiness_timeout)) if args.readiness_timeout else ()
+    if args.log_retention is not None:
+        options += ("--log-retention", str(args.log_retention))
     settings = SupervisorSettings(
         paths=Paths(args.home), host=args.host, port=args.port,
         gateway_workers=args.gateway_workers or default_gateway_workers(os.cpu_count() or 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from berth.control.store import ReplicaRecord, Store
 from berth.core.lifecycle import Phase
 from berth.core.placement import Placement
 
+log = logging.getLogger("berth.control")
+
 
 class Adoption:
     def __init__(self, fleet: Fleet, store: Store, paths: Paths, routing: Routing,
@@ -31,6 +34,8 @@ class Adoption:
         """Every replica the store knows: adopted, adopted to be stopped, or forgotten if it is gone."""
         for record in self.store.list_replicas():
             if not self.adopt(record) and not self.adopt_to_stop(record):
+                log.info("replica %s of %s (pid %s) did not outlive the last daemon; forgotten",
+                         record.id, record.api, record.pid)
                 self.store.delete_replica(record.id)
                 shutil.rmtree(record.socket_dir, ignore_errors=True)
         for api in self.fleet.apis.values():
@@ -52,6 +57,8 @@ class Adoption:
         replica.placement = Placement.from_dict(record.placement) if record.placement else None
         self.fleet.replicas[replica.id] = replica
         self.store.add_event(record.api, "adopted", f"replica {record.id} (pid {record.pid}) adopted", self.clock())
+        log.info("adopted replica %s of %s (pid %s, version %s) left running by the last daemon",
+                 record.id, record.api, record.pid, record.version)
         return True
 
     def adopt_to_stop(self, record: ReplicaRecord) -> bool:
@@ -63,6 +70,8 @@ class Adoption:
         replica.stop_requested_at = replica.started_at
         self.fleet.replicas[record.id] = replica
         self.routing.retire(record.id)
+        log.info("adopted replica %s of %s (pid %s) to stop it: its API or version is gone",
+                 record.id, record.api, record.pid)
         return True
 
     def _replica(self, record: ReplicaRecord, phase: Phase) -> Replica:

@@ -70,9 +70,12 @@ class AutoscalingLoop:
         if decision is None:
             return None  # no samples yet: Cortex's "metrics not available yet"
         self.store.record_tick(name, [(r.at, r.replicas) for r in kept], decision.as_dict())
-        log.info("%s: %s", name, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in decision.as_dict().items() if k != "at"))
-        if decision.request != api.requested:
+        changes = decision.request != api.requested
+        # Every tick of every API at info level drowned the daemon's log: only a change is news.
+        log.log(logging.INFO if changes else logging.DEBUG, "%s: replicas %d -> %d: %s", name, api.requested,
+                decision.request, " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in decision.as_dict().items() if k != "at"))
+        if changes:
             self.reconciler.set_requested(
                 name, decision.request, f"autoscaler: {decision.avg_in_flight:.3g} in flight on average")
         return decision

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import uvicorn
 
 from berth.control.autoscaling import AutoscalingLoop
@@ -27,19 +30,26 @@ from berth.control.capacity import detect_capacity
 from berth.control.deploy import Deployer
 from berth.control.gateways import GatewayLinks
 from berth.control.ledger import RequestLedger
+from berth.control.logs import RETENTION_SECONDS, collect_logs
 from berth.control.management import ManagementAPI
 from berth.control.master import EXIT_GIVE_UP
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler, Timeouts
 from berth.control.routing import Routing
+from berth.control.snapshot import collect_snapshots
 from berth.control.store import Store
 from berth.control.supervisor import Supervisor
 from berth.core.placement import Capacity
 from berth.errors import BerthError, DaemonStartError
+from berth.gateway.limits import GatewaySettings
 
 log = logging.getLogger("berth.control")
 
 SHUTDOWN_TIMEOUT = 60.0
+HOUSEKEEPING_SECONDS = 60.0
+# The flag names of `berth cluster up` for GatewaySettings' fields, where they differ.
+GATEWAY_FLAG_NAMES = {"max_header_bytes": "max_header_size"}
+UNSET_GATEWAY_FIELDS = {"linger_timeout"}  # not a `cluster up` option
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,19 @@ class DaemonSettings:
     lifeline_fd: int | None = None  # reads EOF when the supervisor is gone
     timeouts: Timeouts = field(default_factory=Timeouts)
     capacity: Capacity | None = None  # detected from the machine when not given
+    gateway: Mapping[str, Any] = field(default_factory=dict)  # what the gateways were started with
+    log_retention: float = RETENTION_SECONDS  # logs of deleted APIs and gone replicas
+
+    def effective(self) -> dict[str, Any]:
+        """Every setting `berth cluster up` takes, as this instance runs with it (defaults filled in)."""
+        fields = {f.name: f for f in dataclasses.fields(GatewaySettings)}
+        gateway = GatewaySettings(**{k: tuple(v) if isinstance(v, list) else v  # type: ignore[arg-type]
+                                     for k, v in self.gateway.items() if k in fields})
+        limits = {GATEWAY_FLAG_NAMES.get(name, name): getattr(gateway, name)
+                  for name in fields if name not in UNSET_GATEWAY_FIELDS}
+        limits["trusted_proxies"] = list(gateway.trusted_proxies)
+        return {"host": self.host, "port": self.port, "gateway_workers": self.gateway_workers,
+                "readiness_timeout": self.timeouts.readiness, "log_retention": self.log_retention, **limits}
 
 
 class _ManagementServer(uvicorn.Server):
@@ -86,7 +109,8 @@ class Daemon:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "supervisor_pid": os.getppid(), "gateway_pids": self.gateways.pids(),
                 "gateway_workers": self.settings.gateway_workers, "home": str(self.paths.home),
-                "host": self.settings.host, "port": self.settings.port, "started_at": self.started_at}
+                "host": self.settings.host, "port": self.settings.port, "started_at": self.started_at,
+                "settings": self.settings.effective()}
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -97,6 +121,7 @@ class Daemon:
         self.reconciler.load()
         self.gateways.start()
         await self._start_management()
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self.autoscaling.run()))
         self._tasks.append(asyncio.create_task(self.reconciler.run()))
         loop = asyncio.get_running_loop()
@@ -122,7 +147,7 @@ class Daemon:
     async def stop(self) -> None:
         log.info("stopping: draining replicas")
         # The reconcile loop goes first, or it would replace the replicas being drained.
-        loops = [self._tasks.pop(), self._tasks.pop()]  # reconcile and autoscaling
+        loops = [self._tasks.pop(), self._tasks.pop(), self._tasks.pop()]  # reconcile, autoscaling, housekeeping
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -137,7 +162,9 @@ class Daemon:
 
     async def _start_management(self) -> None:
         sock = self.paths.socket
-        sock.unlink(missing_ok=True)  # we hold the lock, so a socket file here is stale
+        if sock.exists() or sock.is_symlink():  # we hold the lock, so a socket file here is stale
+            log.info("removing the stale management socket %s (the last daemon did not stop cleanly)", sock)
+            sock.unlink(missing_ok=True)
         config = uvicorn.Config(self.management.app, uds=str(sock), lifespan="off", log_level="warning",
                                 access_log=False, loop="none")
         self._server = _ManagementServer(config)
@@ -152,6 +179,58 @@ class Daemon:
         finally:
             os.umask(old_umask)
         os.chmod(sock, 0o600)
+
+    # --- housekeeping ---------------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        """At start, then every minute: remove snapshots and logs nothing will use again."""
+        while True:
+            try:
+                await self.collect_garbage()
+            except Exception:  # housekeeping must never take the control plane down
+                log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    async def collect_garbage(self) -> tuple[list[str], list[str]]:
+        """The snapshots and log files removed. What is in use is read here, on the loop, where deploys
+        and the reconciler change it; the removal runs in a thread (a deploy's snapshot may hold it)."""
+        keep = self._snapshots_in_use()
+        apis = {record.name for record in self.store.list_apis()} | set(self.reconciler.apis)
+        live = set(self.reconciler.replicas) | {record.id for record in self.store.list_replicas()}
+        now = time.time()
+        snapshots = await asyncio.to_thread(collect_snapshots, self.paths.snapshots, keep, now)
+        logs = await asyncio.to_thread(collect_logs, self.paths.logs, apis, live, now,
+                                       self.settings.log_retention)
+        if snapshots:
+            log.info("housekeeping: removed %d snapshot(s) no deployed version uses: %s", len(snapshots),
+                     " ".join(snapshots))
+        if logs:
+            log.info("housekeeping: removed logs older than %s of deleted APIs and stopped replicas: %s",
+                     _hours(self.settings.log_retention), " ".join(logs))
+        return snapshots, logs
+
+    def _snapshots_in_use(self) -> set[str]:
+        keep = self.store.snapshots_in_use()
+        for api in self.reconciler.apis.values():  # deleting ones too: their replicas still drain
+            keep.update(version.project.name for version in api.versions.values())
+            if api.fallback is not None:
+                keep.add(api.fallback.project.name)
+        for replica in self.reconciler.replicas.values():  # whatever it runs, it runs in its snapshot
+            keep.update(_cwd_names(replica.pid))
+        return keep
+
+
+def _cwd_names(pid: int | None) -> set[str]:
+    if pid is None:
+        return set()
+    try:
+        return {Path(psutil.Process(pid).cwd()).name}
+    except psutil.Error:
+        return set()
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g}h"
+
 
 def run(settings: DaemonSettings, env: Mapping[str, str]) -> None:
     """Run the daemon in this process until SIGTERM/SIGINT or `berth cluster down`."""
@@ -174,10 +253,13 @@ def main() -> int:
     parser.add_argument("--gateway-workers", type=int, default=1)
     parser.add_argument("--lifeline-fd", type=int, default=None)
     parser.add_argument("--readiness-timeout", type=float, default=Timeouts().readiness)
+    parser.add_argument("--log-retention", type=float, default=RETENTION_SECONDS)
+    parser.add_argument("--gateway-settings", default="{}", help="the gateways' settings as JSON, to report them")
     args = parser.parse_args()
     settings = DaemonSettings(paths=Paths(args.home), host=args.host, port=args.port,
                               gateway_workers=args.gateway_workers, lifeline_fd=args.lifeline_fd,
-                              timeouts=Timeouts(readiness=args.readiness_timeout))
+                              timeouts=Timeouts(readiness=args.readiness_timeout),
+                              gateway=json.loads(args.gateway_settings), log_retention=args.log_retention)
     try:
         run(settings, os.environ)
     except BerthError as exc:

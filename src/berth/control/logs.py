@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from pathlib import Path
 
 MAX_READ = 1 << 20
+RETENTION_SECONDS = 24 * 3600.0  # how long the logs of a deleted API (or a replica gone) are kept
 
 
 class LogReader:
@@ -60,6 +62,36 @@ class LogReader:
             if complete:
                 prefix = self._prefix(path, many)
                 yield b"".join(prefix + line + b"\n" for line in complete.split(b"\n"))
+
+
+def collect_logs(folder: Path, apis: Set[str], live: Set[str], now: float,
+                 retention: float = RETENTION_SECONDS) -> list[str]:
+    """Remove what no one will read: a deleted API's folder once nothing was written to it for
+    `retention`, and the files of replicas gone that long from an API that remains (its newest file
+    stays, as `berth logs` shows it when no replica runs). Returns what was removed, for the daemon's log."""
+    if not folder.is_dir():
+        return []
+    removed: list[str] = []
+    for api_folder in sorted(path for path in folder.iterdir() if path.is_dir() and not path.is_symlink()):
+        files = sorted(api_folder.glob("*.log"), key=_mtime)
+        if api_folder.name not in apis:
+            quiet_since = max([_mtime(api_folder), *map(_mtime, files)])
+            if not any(path.stem in live for path in files) and now - quiet_since > retention:
+                shutil.rmtree(api_folder, ignore_errors=True)
+                removed.append(f"{api_folder.name}/")
+            continue
+        for path in files[:-1]:
+            if path.stem not in live and now - _mtime(path) > retention:
+                path.unlink(missing_ok=True)
+                removed.append(f"{api_folder.name}/{path.name}")
+    return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _terminated(line: bytes) -> bytes:

@@ -91,7 +91,7 @@ class Supervisor:
         daemon = [self.python, "-m", "berth.control.daemon", "--home", str(self.paths.home),
                   "--host", self.settings.host, "--port", str(self.settings.port),
                   "--gateway-workers", str(self.settings.gateway_workers), "--lifeline-fd", str(lifeline),
-                  *self.settings.daemon_options]
+                  "--gateway-settings", json.dumps(self.settings.gateway_settings), *self.settings.daemon_options]
         self.children.append(Child("daemon", daemon, (lifeline,)))
         for index in range(self.settings.gateway_workers):
             gateway = [self.python, "-m", "berth.gateway", "--home", str(self.paths.home), "--index", str(index),
@@ -131,10 +131,11 @@ class Supervisor:
             listener.listen(4096)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise DaemonStartError(
-                    f"port {port} on {host} is already in use",
-                    hint="stop what uses it, or pick another port: `berth cluster up --port 8899` "
-                         "(or set BERTH_PORT)") from exc
+                free = free_port_near(host, port)
+                pick = (f"pick another port, e.g. `berth cluster up --port {free}`, which is free now"
+                        if free else "pick another port with `berth cluster up --port N`")
+                raise DaemonStartError(f"port {port} on {host} is already in use",
+                                       hint=f"stop what uses it, or {pick} (or set BERTH_PORT)") from exc
             raise DaemonStartError(f"cannot listen on {host}:{port}: {exc}") from exc
         listener.set_inheritable(True)
         return listener
@@ -255,6 +256,22 @@ class Supervisor:
                     os.close(end)
         if self._lock is not None:
             self._lock.close()
+
+
+def free_port_near(host: str, port: int, tries: int = 100) -> int | None:
+    """The first port after `port` that `host` can listen on now (a suggestion, so a nearby and
+    memorable one rather than a random one the kernel picks); None when none of them is."""
+    for candidate in range(port + 1, min(port + 1 + tries, 65536)):
+        try:
+            infos = socket.getaddrinfo(host, candidate, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, kind, proto, _, address = infos[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError:
+            continue
+        return candidate
+    return None
 
 
 def _restart_delay(name: str, quick_deaths: int) -> float:

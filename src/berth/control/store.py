@@ -77,6 +77,9 @@ CREATE TABLE IF NOT EXISTS gateway_counters (
 """
 
 
+KEEP_VERSIONS = 10  # versions per API whose snapshots are kept for a rollback
+
+
 @dataclass(frozen=True)
 class APIRecord:
     name: str
@@ -202,6 +205,18 @@ class Store:
         rows = self.db.execute(
             "SELECT id, deployed_at FROM versions WHERE api = ? ORDER BY deployed_at DESC LIMIT ?", (api, limit))
         return [(row[0], row[1]) for row in rows]
+
+    def snapshots_in_use(self, keep_versions: int = KEEP_VERSIONS) -> set[str]:
+        """Snapshots a deployed version references: each API's current one, those of its newest
+        `keep_versions` versions (what `describe` lists, and what a rollback falls back to), and those of
+        the versions a recorded replica runs."""
+        rows = self.db.execute(
+            "SELECT snapshot FROM apis "
+            "UNION SELECT snapshot FROM (SELECT snapshot, ROW_NUMBER() OVER "
+            "(PARTITION BY api ORDER BY deployed_at DESC) AS n FROM versions) WHERE n <= ? "
+            "UNION SELECT v.snapshot FROM versions v JOIN replicas r ON r.api = v.api AND r.version = v.id",
+            (keep_versions,))
+        return {row[0] for row in rows}
 
     # --- replicas -----------------------------------------------------------------------------
     def put_replica(self, record: ReplicaRecord) -> None:
