@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from berth.config import files
+from berth.config.endpoints import EndpointSite, duplicates, endpoint_sites, taken
+from berth.config.positions import Marks, Path_, collect_marks, where
 from berth.config.project import scan_project
 from berth.config.schema import CROSS_FIELD, RealtimeAPI
-from berth.errors import ConfigError
+from berth.errors import ConfigError, Conflict
 
 SPEC_NAMES = ("berth.yaml", "berth.yml", "cortex.yaml", "cortex.yml")
 
@@ -31,8 +34,6 @@ IGNORED_FIELDS: dict[tuple[str, ...], str] = {
     ("node_groups",): "there are no node groups locally",
 }
 
-Path_ = tuple[str | int, ...]
-Marks = dict[Path_, tuple[int, int]]
 # Enough to unmask rules hidden behind rules of the models they hold; each round removes more.
 MAX_REPAIR_ROUNDS = 4
 STAND_INS = {"name": "stand-in", "kind": "RealtimeAPI"}
@@ -45,6 +46,8 @@ class SpecFile:
     path: Path
     apis: tuple[RealtimeAPI, ...]
     warnings: tuple[str, ...] = field(default=())
+    # Where each API's endpoint is set, to report one another API already uses at its line.
+    sites: tuple[EndpointSite, ...] = field(default=(), compare=False)
 
     @property
     def root(self) -> Path:
@@ -67,35 +70,61 @@ def find_spec(target: Path) -> Path:
     raise ConfigError([f"{target}: no such file or folder"])
 
 
-def load_spec(target: Path | str = ".") -> SpecFile:
+def load_spec(target: Path | str = ".", deployed: Mapping[str, str] | None = None) -> SpecFile:
+    """The spec file at `target`, its files checked. `deployed` ({endpoint: API name}): endpoints
+    deployed APIs use, reported with the rest, or alone as a Conflict when the file is otherwise valid."""
     spec_path = find_spec(Path(target)).resolve()
     try:
         text = spec_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{spec_path}: cannot read the file: {exc}"]) from exc
-    return parse_spec_text(text, spec_path, check_files=True)
+    return parse_spec_text(text, spec_path, check_files=True, deployed=deployed)
 
 
-def parse_spec_text(text: str, spec_path: Path, check_files: bool = False) -> SpecFile:
+def parse_spec_text(text: str, spec_path: Path, check_files: bool = False,
+                    deployed: Mapping[str, str] | None = None) -> SpecFile:
     label = spec_path.name
     data, marks = _compose(text, label)
     items, problems = _api_items(data, marks, label)
+    root = spec_path.parent
+    scan = scan_project(root, spec_path) if check_files else None
+    shipped = frozenset(file.relative for file in scan.files) if scan else frozenset()
     warnings: list[str] = []
     apis: list[RealtimeAPI] = []
+    to_fix: list[str] = []
     for index, item in items:
         _drop_ignored(item, (index,), marks, label, warnings)
+        report = files.check_files(item, root, shipped, (index,), marks, label) if scan else files.FileReport()
+        if scan:
+            files.relativize(item, root)
         api, found = _validate_api(item, (index,), marks, label)
-        problems.extend(found)
-        if check_files:
-            problems.extend(_check_predictor(item, spec_path.parent, (index,), marks, label))
+        problems += [*found, *report.problems]
+        to_fix += report.to_fix
         if api is not None:
             apis.append(api)
-    problems.extend(_duplicates(apis, items, marks, label))
-    if check_files:
-        problems.extend(scan_project(spec_path.parent, spec_path).problems)
+    sites = endpoint_sites(items, marks, label)
+    problems += duplicates(sites) + (scan.problems if scan else [])
+    _refuse(problems, taken(sites, deployed or {}), label, to_fix)
+    return SpecFile(path=spec_path, apis=tuple(apis), warnings=tuple(warnings), sites=tuple(sites))
+
+
+def _refuse(problems: list[str], clashes: list[str], label: str, to_fix: list[str]) -> None:
+    """Raise every problem at once; endpoints other APIs use alone are a Conflict, not an invalid file."""
     if problems:
-        raise ConfigError(problems, hint=f"fix {label} and run the command again; nothing was changed")
-    return SpecFile(path=spec_path, apis=tuple(apis), warnings=tuple(warnings))
+        # Name the files to edit: the spec, and predictor files that do not parse.
+        fixes = [label] * any(p.startswith(f"{label}:") for p in problems) + list(dict.fromkeys(to_fix))
+        what = " and ".join(fixes) if fixes else "the problems above"
+        raise ConfigError([*problems, *clashes], hint=f"fix {what} and run the command again; nothing was changed")
+    if clashes:
+        raise conflict(clashes)
+
+
+def conflict(clashes: list[str]) -> Conflict:
+    """The error for endpoints deployed APIs already use, one line each."""
+    if len(clashes) == 1:
+        return Conflict(clashes[0], hint="nothing was changed")
+    return Conflict(f"{len(clashes)} endpoints are already used by deployed APIs:\n  " + "\n  ".join(clashes),
+                    hint="nothing was changed")
 
 
 def _compose(text: str, label: str) -> tuple[Any, Marks]:
@@ -105,36 +134,16 @@ def _compose(text: str, label: str) -> tuple[Any, Marks]:
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from exc
+        at = f"{label}:{mark.line + 1}:{mark.column + 1}" if mark else label
+        raise ConfigError([f"{at}: invalid YAML: {exc.problem or exc.context}"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{label}: invalid YAML: {exc}"]) from exc
     finally:
         loader.dispose()
     marks: Marks = {}
     if node is not None:
-        _collect_marks(node, (), marks)
+        collect_marks(node, (), marks)
     return data, marks
-
-
-def _collect_marks(node: yaml.Node, path: Path_, marks: Marks) -> None:
-    marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*path, str(key.value))
-            marks[child] = (key.start_mark.line + 1, key.start_mark.column + 1)
-            _collect_marks(value, child, marks)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, value in enumerate(node.value):
-            _collect_marks(value, (*path, index), marks)
-
-
-def _where(label: str, marks: Marks, path: Path_) -> str:
-    for end in range(len(path), -1, -1):
-        mark = marks.get(path[:end])
-        if mark:
-            return f"{label}:{mark[0]}:{mark[1]}"
-    return label
 
 
 def _api_items(
@@ -152,8 +161,8 @@ def _api_items(
         if isinstance(item, dict):
             items.append((index, item))
         else:
-            where = _where(label, marks, (index,))
-            problems.append(f"{where}: expected an API (a mapping with name, kind, predictor...)")
+            at = where(label, marks, (index,))
+            problems.append(f"{at}: expected an API (a mapping with name, kind, predictor...)")
     return items, problems
 
 
@@ -171,7 +180,7 @@ def _drop_ignored(
         if isinstance(parent, dict) and path[-1] in parent:
             del parent[path[-1]]
             dotted = ".".join(path)
-            warnings.append(f"{_where(label, marks, (*prefix, *path))}: {dotted}: ignored locally ({why})")
+            warnings.append(f"{where(label, marks, (*prefix, *path))}: {dotted}: ignored locally ({why})")
 
 
 def _validate_api(item: dict[str, Any], prefix: Path_, marks: Marks,
@@ -229,9 +238,9 @@ def _describe(errors: list[Any], prefix: Path_, marks: Marks, label: str, remove
         if error["type"] == CROSS_FIELD:
             problems.extend(_describe_cross_field(error, loc, prefix, marks, label, removed))
             continue
-        where = _where(label, marks, (*prefix, *loc))
+        at = where(label, marks, (*prefix, *loc))
         dotted = ".".join(str(part) for part in loc) or "api"
-        problems.append(f"{where}: {dotted}: {_message(error, loc)}")
+        problems.append(f"{at}: {dotted}: {_message(error, loc)}")
     return problems
 
 
@@ -244,9 +253,9 @@ def _describe_cross_field(error: Any, loc: Path_, prefix: Path_, marks: Marks, l
         if any(_overlap(path, gone) for path in paths for gone in removed):
             continue
         first = paths[0] if paths else loc
-        where = _where(label, marks, (*prefix, *first))
+        at = where(label, marks, (*prefix, *first))
         dotted = ".".join(str(part) for part in first[:-1]) or "api"
-        problems.append(f"{where}: {dotted}: {message}")
+        problems.append(f"{at}: {dotted}: {message}")
     return problems
 
 
@@ -291,88 +300,3 @@ def _model_in(annotation: Any) -> Any:
             if isinstance(arg, type) and issubclass(arg, BaseModel):
                 return arg
     return annotation
-
-
-def _check_predictor(item: dict[str, Any], root: Path, prefix: Path_, marks: Marks, label: str) -> list[str]:
-    """File checks on the raw item, so a missing predictor file is reported with the field errors."""
-    predictor = item.get("predictor")
-    if not isinstance(predictor, dict):
-        return []
-    models = predictor.get("models", predictor.get("multi_model_reloading"))
-    path = predictor.get("path")
-    kind = predictor.get("type")
-    class_name = {"python": "PythonPredictor", "onnx": "ONNXPredictor"}.get(kind) if isinstance(kind, str) else None
-    return [*_check_models(_model_paths(models), root, prefix, marks, label),
-            *_check_predictor_file(path if isinstance(path, str) and path else None, class_name, root,
-                                   _where(label, marks, (*prefix, "predictor", "path")), label)]
-
-
-def _check_predictor_file(relative: str | None, class_name: str | None, root: Path, where: str,
-                          label: str) -> list[str]:
-    if relative is None:
-        return []
-    path = (root / relative).resolve()
-    if not path.is_file():
-        return [
-            f"{where}: predictor.path: file not found: {path} "
-            f"(paths are relative to the folder holding {label})"
-        ]
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except SyntaxError as exc:
-        return [f"{path}:{exc.lineno}:{exc.offset}: syntax error in the predictor: {exc.msg}"]
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"{where}: predictor.path: cannot read {path}: {exc}"]
-    classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
-    if class_name is not None and class_name not in classes:
-        found = ", ".join(classes) if classes else "none"
-        return [f"{where}: predictor.path: {path.name} defines no class {class_name} (classes found: {found})"]
-    return []
-
-
-def _model_paths(models: object) -> list[str]:
-    """Every local or remote path a raw `models` section names; the schema checks its shape."""
-    if not isinstance(models, dict):
-        return []
-    named = models.get("paths")
-    candidates = [models.get("path"), models.get("dir")]
-    if isinstance(named, list):
-        candidates.extend(entry.get("path") for entry in named if isinstance(entry, dict))
-    return [path for path in candidates if isinstance(path, str) and path]
-
-
-def _check_models(paths: list[str], root: Path, prefix: Path_, marks: Marks, label: str) -> list[str]:
-    where = _where(label, marks, (*prefix, "predictor", "models"))
-    problems = []
-    for path in paths:
-        if "://" in path:
-            if not path.startswith("s3://") or len(path) <= len("s3://"):
-                problems.append(f"{where}: predictor.models: {path}: remote models must be s3://bucket/key URIs")
-        elif not (root / path).exists():
-            problems.append(f"{where}: predictor.models: not found: {(root / path).resolve()} (paths are relative "
-                            f"to the folder holding {label})")
-    return problems
-
-
-def _duplicates(
-    apis: list[RealtimeAPI],
-    items: list[tuple[int, dict[str, Any]]],
-    marks: Marks,
-    label: str,
-) -> list[str]:
-    problems: list[str] = []
-    seen_names: dict[str, str] = {}
-    seen_endpoints: dict[str, str] = {}
-    positions = {item.get("name"): index for index, item in items}
-    for api in apis:
-        where = _where(label, marks, (positions.get(api.name, 0), "name"))
-        if api.name in seen_names:
-            problems.append(f"{where}: name: API {api.name!r} is defined twice in this file")
-        elif api.endpoint in seen_endpoints:
-            problems.append(
-                f"{where}: networking.endpoint: {api.endpoint} is also the endpoint of "
-                f"{seen_endpoints[api.endpoint]!r}; give each API its own endpoint"
-            )
-        seen_names[api.name] = api.endpoint
-        seen_endpoints.setdefault(api.endpoint, api.name)
-    return problems
