@@ -63,8 +63,10 @@ class Client:
     def get_api(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/apis/{name}")  # type: ignore[no-any-return]
 
-    def deploy(self, spec: SpecFile) -> list[dict[str, Any]]:
-        body = {"spec_file": str(spec.path), "apis": [api.model_dump(mode="json") for api in spec.apis]}
+    def deploy(self, spec: SpecFile, verify: bool = False) -> list[dict[str, Any]]:
+        """`verify`: an API at zero replicas starts one, so that a failing `__init__` shows now."""
+        body = {"spec_file": str(spec.path), "apis": [api.model_dump(mode="json") for api in spec.apis],
+                "verify": verify}
         return self._call("POST", "/v1/apis", json=body)  # type: ignore[no-any-return]
 
     def refresh(self, name: str) -> dict[str, Any]:
@@ -155,8 +157,8 @@ class LocalBackend:
         return (f"started the berth daemon (pid {info['pid']}, gateway http://{info['host']}:{info['port']}); "
                 f"its log is {self.paths.daemon_log}")
 
-    def deploy(self, spec: SpecFile) -> list[Change]:
-        return [Change.from_json(result) for result in self.client.deploy(spec)]
+    def deploy(self, spec: SpecFile, verify: bool = False) -> list[Change]:
+        return [Change.from_json(result) for result in self.client.deploy(spec, verify=verify)]
 
     def list_apis(self) -> list[APIDocument]:
         return self.client.list_apis()

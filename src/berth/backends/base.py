@@ -60,8 +60,13 @@ class Backend(Protocol):
         Returns a line to tell the user when that did something, else None.
         """
 
-    def deploy(self, spec: SpecFile) -> list[Change]:
-        """Apply every API of the spec file, in its order."""
+    def deploy(self, spec: SpecFile, verify: bool = False) -> list[Change]:
+        """Apply every API of the spec file, in its order.
+
+        `verify` (what `deploy --wait` asks): an API that would run no replica (scaled to zero)
+        starts one anyway, until it has been ready once, so a version that cannot start reports
+        `error` now rather than at its first request.
+        """
 
     def list_apis(self) -> list[APIDocument]:
         """Every API, as summaries, sorted by name."""

@@ -27,6 +27,10 @@ class DeployedAPI:
     # The version serving while the latest one's rollout has failed (it never became ready).
     fallback: Version | None = None
     versions: dict[str, Version] = field(default_factory=dict)
+    # `deploy --wait` of an API that may scale to zero: this version keeps one replica until one
+    # has been ready, so a failing `__init__` shows at deploy rather than at the first request.
+    verifying: str | None = None
+    in_place_noted: str | None = None  # the version whose in-place replacement has its event already
 
     def __post_init__(self) -> None:
         self.versions.setdefault(self.record.version, Version(self.record.version, self.spec, self.project))
@@ -51,6 +55,11 @@ class DeployedAPI:
     @property
     def requested(self) -> int:
         return self.record.requested
+
+    @property
+    def desired(self) -> int:
+        """The replicas to run: the requested count, and one while the version is being verified."""
+        return max(self.requested, 1) if self.verifying is not None and not self.deleting else self.requested
 
 
 def load_version(store: Store, snapshots: Path, name: str, version: str) -> Version | None:

@@ -19,7 +19,8 @@ from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler
 from berth.control.snapshot import snapshot
 from berth.control.store import APIRecord, Store
-from berth.errors import ConfigError, Conflict, NotFound
+from berth.core.placement import Request, never_fits
+from berth.errors import ConfigError, Conflict, InsufficientCapacity, NotFound
 
 
 @dataclass(frozen=True)
@@ -50,23 +51,32 @@ class Deployer:
         self.clock = clock
         self._lock = asyncio.Lock()  # deploys (and deletes) of any API happen one at a time
 
-    async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]]) -> list[DeployResult]:
+    async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]],
+                     verify: bool = False) -> list[DeployResult]:
+        """`verify` (`deploy --wait`): an API at zero replicas starts one, so a failing `__init__` shows now."""
         apis = _validate(raw_apis, spec_file)
+        self._check_capacity(apis)
         spec_path = Path(spec_file)
         async with self._lock:
+            self._check_not_deleting([api.name for api in apis], "deploy")
             self._check_endpoints(apis)
             digest, project = await asyncio.to_thread(
                 snapshot, spec_path.parent, spec_path, self.paths.snapshots)
+            # Snapshotting let other calls run: a delete may have begun meanwhile.
+            self._check_not_deleting([api.name for api in apis], "deploy")
             decisions = [self._decide(api, digest) for api in apis]
             now = self.clock()
             for api, result in zip(apis, decisions, strict=True):
                 if result.action != "up to date":
                     self._apply(api, result, digest, project, spec_file, now)
+                if verify:
+                    self.reconciler.verify(api.name)
         return decisions
 
     async def refresh(self, name: str) -> DeployResult:
         """A new version of the same code and spec: every replica is replaced, rolling, without downtime."""
         async with self._lock:
+            self._check_not_deleting([name], "refresh")
             existing = self.store.get_api(name)
             if existing is None:
                 raise NotFound(f"no API named {name!r}")
@@ -81,6 +91,30 @@ class Deployer:
         async with self._lock:
             self.store.delete_api(name)
             self.reconciler.remove(name)
+
+    def _check_not_deleting(self, names: Sequence[str], action: str) -> None:
+        """Operations on one API are ordered: nothing starts on an API until its deletion is over."""
+        problems = []
+        for name in names:
+            deletion = self.reconciler.deletion(name)
+            if deletion is not None:
+                replicas, held = deletion
+                problems.append(f"cannot {action} {name!r}: it is being deleted ({replicas} replica(s) still "
+                                f"stopping, finishing {held} request(s))")
+        if problems:
+            raise Conflict("\n".join(problems),
+                           hint=f"{action} again once `berth get` no longer lists "
+                                f"{' or '.join(repr(n) for n in names if self.reconciler.deletion(n))}")
+
+    def _check_capacity(self, apis: Sequence[RealtimeAPI]) -> None:
+        """A replica bigger than the whole machine would wait forever: refuse it now, saying what fits."""
+        capacity = self.reconciler.capacity
+        problems = [f"{api.name}: {problem}" for api in apis for problem in never_fits(
+            Request(api.compute.cpu, api.compute.mem or 0.0, api.compute.gpu), capacity)]
+        if problems:
+            raise InsufficientCapacity("\n".join(problems),
+                                       hint="each replica reserves its compute on this one machine; "
+                                            "lower the values above and deploy again")
 
     def _check_endpoints(self, apis: Sequence[RealtimeAPI]) -> None:
         taken = {record.endpoint: record.name for record in self.store.list_apis()}

@@ -90,7 +90,7 @@ class ManagementAPI:
 
     async def deploy(self, request: Request) -> Response:
         body = await request.json()
-        results = await self.deployer.deploy(body["spec_file"], body["apis"])
+        results = await self.deployer.deploy(body["spec_file"], body["apis"], verify=bool(body.get("verify")))
         return JSONResponse([_result(r) for r in results])
 
     async def refresh(self, request: Request) -> Response:
@@ -101,6 +101,12 @@ class ManagementAPI:
         self._api(name)
         await self.deployer.delete(name)
         gone = await self.wait_for(lambda: name not in self.fleet.apis, DELETE_TIMEOUT)
+        api = self.fleet.apis.get(name)
+        if api is not None and not api.deleting:
+            # Deploys of an API being deleted are refused, so this is a bug, but a delete must
+            # never say it succeeded for an API that is still there.
+            raise Conflict(f"{name!r} was deployed again while it was being deleted; it is still deployed",
+                           hint=f"run `berth delete {name}` again")
         return JSONResponse({"api": name, "deleted": True, "stopped": gone})
 
     async def get_logs(self, request: Request) -> Response:

@@ -118,6 +118,30 @@ class Reconciler:
         api.record = dataclasses.replace(api.record, requested=requested)
         self.wake()
 
+    def verify(self, name: str) -> None:
+        """`deploy --wait` of an API at zero replicas: one replica proves the version starts; the
+        autoscaler scales it back to zero as usual once the proof is in."""
+        api = self.apis.get(name)
+        if api is None or api.deleting or api.requested > 0:
+            return  # a replica of the version starts anyway: `--wait` sees it fail or become ready
+        api.verifying = api.record.version
+        self.set_requested(name, 1, "deploy --wait: one replica proves the version starts")
+        self.wake()
+
+    def deletion(self, name: str) -> tuple[int, int] | None:
+        """An API being deleted: its replicas still running, and the requests they still finish."""
+        api = self.apis.get(name)
+        if api is None or not api.deleting:
+            return None
+        replicas = self.replicas_of(name)
+        held = sum(self.gateways.in_flight_of(r.id, since=self.routing.left_at.get(r.id, 0)) or 0
+                   for r in replicas)
+        return len(replicas), held
+
+    @property
+    def capacity(self) -> Capacity:
+        return self.starter.capacity
+
     def wake_from_zero(self, name: str) -> None:
         """A gateway holds a request for an API scaled to zero: start a replica now."""
         api = self.apis.get(name)

@@ -56,8 +56,8 @@ class Replica:
         return [str(socket_path(self.socket_dir, index)) for index in range(self.processes)]
 
     def facts(self) -> ReplicaFacts:
-        return ReplicaFacts(id=self.id, version=self.version, state=self.state,
-                            created_at=self.created_at, next_start=self.next_start)
+        return ReplicaFacts(id=self.id, version=self.version, state=self.state, created_at=self.created_at,
+                            next_start=self.next_start, unplaceable=self.pending_reason is not None)
 
     # --- transitions --------------------------------------------------------------------------
     def _go(self, event: Event) -> None:
@@ -85,6 +85,9 @@ class Replica:
     def failed(self, event: Event, now: float, message: str, traceback: str | None = None) -> float:
         """It stopped serving (or never started) for `event`; returns the delay before the next start."""
         self._go(event)
+        # Its process is gone: the compute it reserved is free for others while it backs off, and
+        # its next start is placed again.
+        self.placement = None
         self.failures = failures_after_exit(self.failures, now - self.started_at, self.ready_at is not None)
         delay = restart_delay(self.failures)
         self.next_start = now + delay

@@ -13,7 +13,7 @@ from berth.control.replica import Replica
 from berth.control.routing import Routing
 from berth.control.starting import Starter
 from berth.control.store import Store
-from berth.core.reconcile import plan_replicas, resolve_strategy
+from berth.core.reconcile import Plan, in_place_strategy, plan_replicas, resolve_strategy
 from berth.core.status import ReplicaState
 
 log = logging.getLogger("berth.control")
@@ -37,10 +37,31 @@ class Rollout:
             self._delete(api, replicas, now)
             return
         self._check_rollback(api, replicas, now)
-        target, desired = api.target, api.requested
+        self._end_verification(api, replicas)
+        plan = self._plan(api, replicas, now)
+        self._carry_out(api, plan, now)
+        if plan.create:
+            # A replica just created may have found no room: plan again now, so the old replicas
+            # that make room for it start draining in this tick, not the next.
+            plan = self._plan(api, self.fleet.replicas_of(api.name), now)
+            self._carry_out(api, plan, now)
+
+    def _plan(self, api: DeployedAPI, replicas: list[Replica], now: float) -> Plan:
         strategy = resolve_strategy(api.spec.update_strategy.max_surge, api.spec.update_strategy.max_unavailable,
-                                    desired)
-        plan = plan_replicas(target.id, desired, [r.facts() for r in replicas], strategy, now)
+                                    api.desired)
+        plan = plan_replicas(api.target.id, api.desired, [r.facts() for r in replicas], strategy, now)
+        if plan.in_place and api.in_place_noted != api.target.id:
+            api.in_place_noted = api.target.id
+            blocked = next((r for r in replicas if r.version == api.target.id and r.pending_reason), None)
+            why = f" (replica {blocked.id} {blocked.pending_reason})" if blocked else ""
+            unavailable = in_place_strategy(strategy).max_unavailable
+            self.store.add_event(api.name, "rollout",
+                                 f"no room on this machine for a surge replica of version {api.target.id}{why}: "
+                                 f"replacing replicas in place, {unavailable} at a time", now)
+        return plan
+
+    def _carry_out(self, api: DeployedAPI, plan: Plan, now: float) -> None:
+        target = api.target
         for replica_id in plan.stop:
             self.draining.request_stop(self.fleet.replicas[replica_id], now)
         for replica_id in plan.restart:
@@ -49,6 +70,13 @@ class Rollout:
             self.starter.start(api.versions[replica.version], replica, now)
         for _ in range(plan.create):
             self.starter.start(target, self.starter.new_replica(api.name, target, now), now)
+
+    @staticmethod
+    def _end_verification(api: DeployedAPI, replicas: list[Replica]) -> None:
+        """`deploy --wait` asked for proof that the version starts: one ready replica is that proof."""
+        if api.verifying is not None and any(r.version == api.verifying and r.state is ReplicaState.READY
+                                             for r in replicas):
+            api.verifying = None
 
     def _delete(self, api: DeployedAPI, replicas: list[Replica], now: float) -> None:
         for replica in replicas:

@@ -18,7 +18,14 @@ import psutil
 
 from berth.control.replica import Replica
 from berth.core.lifecycle import Event, crash_event
-from berth.runtime.contract import EXIT_INIT_FAILED, SPEC_FILE, ReplicaArgs, clear_failure, read_failure
+from berth.runtime.contract import (
+    EXIT_INIT_FAILED,
+    EXIT_SIBLING_DIED,
+    SPEC_FILE,
+    ReplicaArgs,
+    clear_failure,
+    read_failure,
+)
 
 PROBE_TIMEOUT = 1.0
 EXIT_UNKNOWN = -1000  # an adopted replica (not our child) exited: its exit code cannot be known
@@ -119,16 +126,26 @@ def exit_event(code: int) -> Event:
 
 
 def describe_exit(code: int) -> str:
+    """Process 0's exit, in words. A replica of several processes exits 128 + the signal that
+    killed the first of them to die (after stopping the others), as a shell reports it."""
     if code == EXIT_UNKNOWN:
         return "exited (its exit code is unknown: it was adopted after a daemon restart)"
     if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
+        return f"killed by {_signal_name(-code) or f'signal {-code}'}"
+    if code > 128 and _signal_name(code - 128):
+        return f"a process of the replica was killed by {_signal_name(code - 128)}; the others were stopped"
     if code == EXIT_INIT_FAILED:
         return "the predictor failed to initialise"
+    if code == EXIT_SIBLING_DIED:
+        return "a process of the replica exited by itself (see `berth logs`); the others were stopped"
     return f"exited with code {code}"
+
+
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
 
 
 async def probe(sock: str, path: str, timeout: float = PROBE_TIMEOUT) -> int:

@@ -9,7 +9,7 @@ from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
 from berth.control.replica import Replica
 from berth.control.store import Store
-from berth.core.status import ReplicaState, ReplicaView, derive_status
+from berth.core.status import ReplicaState, ReplicaView, derive_status, making_room
 
 
 def replica_view(replica: Replica, version: str) -> ReplicaView:
@@ -19,15 +19,15 @@ def replica_view(replica: Replica, version: str) -> ReplicaView:
 
 def summary(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, gateway_url: str) -> dict[str, Any]:
     replicas = list(fleet.replicas_of(api.name))
-    status = derive_status([replica_view(r, api.record.version) for r in replicas], api.requested,
-                           rollout_failed=api.rollout_failed)
-    error, traceback = _error(api, replicas)
+    views = [replica_view(r, api.record.version) for r in replicas]
+    status = derive_status(views, api.desired, rollout_failed=api.rollout_failed)
+    error, traceback = _error(api, replicas, making_room(views))
     return {
         "name": api.name,
         "status": str(status.status),
         "up_to_date": status.up_to_date,
         "stale": status.stale,
-        "requested": api.requested,
+        "requested": api.desired,
         "failed": status.failed,
         "version": api.record.version,
         "serving_version": api.target.id,
@@ -43,7 +43,7 @@ def summary(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, gateway_
     }
 
 
-def _error(api: DeployedAPI, replicas: list[Replica]) -> tuple[str | None, str | None]:
+def _error(api: DeployedAPI, replicas: list[Replica], room_coming: bool) -> tuple[str | None, str | None]:
     """The one reason to show: a failed rollout, else a failing replica, else missing compute."""
     failing = next((r for r in reversed(replicas) if r.version == api.record.version and r.last_error
                     and r.state is not ReplicaState.READY), None)
@@ -52,7 +52,7 @@ def _error(api: DeployedAPI, replicas: list[Replica]) -> tuple[str | None, str |
     if failing is not None:
         return failing.last_error, failing.last_traceback
     pending = next((r for r in replicas if r.pending_reason), None)
-    if pending is not None:
+    if pending is not None and not room_coming:
         return f"compute unavailable: replica {pending.id} {pending.pending_reason}", None
     return None, None
 

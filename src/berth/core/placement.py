@@ -79,3 +79,24 @@ def _gpus(amount: float, free: dict[int, float]) -> tuple[tuple[int, float], ...
     whole = [index for index, share in sorted(free.items()) if share >= 1 - EPSILON]
     count = round(amount)
     return tuple((index, 1.0) for index in whole[:count]) if len(whole) >= count else None
+
+
+def never_fits(request: Request, capacity: Capacity) -> list[str]:
+    """What no amount of waiting makes room for: more than the whole machine has, one sentence a field.
+
+    Placement waits for what others hold; this refuses, at deploy, what exceeds the machine itself.
+    """
+    problems = []
+    if request.cpu > capacity.cpu + EPSILON:
+        problems.append(f"compute.cpu {request.cpu:g} does not fit this machine: it has {capacity.cpu:g} "
+                        "cores (the CPUs this daemon may run on); lower compute.cpu")
+    if request.mem > capacity.mem + EPSILON:
+        problems.append(f"compute.mem {format_bytes(request.mem)} does not fit this machine: it has "
+                        f"{format_bytes(capacity.mem)} of memory; lower compute.mem")
+    if request.gpu > 0 and not capacity.gpus:
+        problems.append(f"compute.gpu {request.gpu:g} does not fit this machine: it has no GPU (none found "
+                        "through NVML or nvidia-smi); remove compute.gpu, or deploy where a GPU is")
+    elif request.gpu > len(capacity.gpus):
+        problems.append(f"compute.gpu {request.gpu:g} does not fit this machine: it has {len(capacity.gpus)} "
+                        "GPU(s); lower compute.gpu")
+    return problems

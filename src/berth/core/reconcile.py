@@ -4,6 +4,10 @@ The rules are Kubernetes' RollingUpdate: the API never has more than desired + s
 never fewer than desired - unavailable ready ones (counting old and new), and only replicas of
 the current version are created. Old replicas that do not serve go at once; old ones that serve
 go as the new ones become ready.
+
+When the machine has no room for a surge replica (a new one waits, unplaceable, while old ones
+serve), the update replaces in place instead, as Kubernetes does on a full node: no surge, and at
+least one replica unavailable, the rule that already keeps surge 0 and unavailable 0 from deadlocking.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class ReplicaFacts:
     state: ReplicaState
     created_at: float
     next_start: float = 0.0  # when a failed replica may start again (backoff)
+    unplaceable: bool = False  # pending because the cpu, memory or GPU it needs is not free
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Plan:
     create: int = 0  # new replicas of the current version
     restart: tuple[str, ...] = ()  # failed replicas whose backoff has passed
     stop: tuple[str, ...] = field(default=())  # drain, then terminate
+    in_place: bool = False  # no room for a surge replica: old replicas make room for new ones
 
     @property
     def empty(self) -> bool:
@@ -61,6 +67,11 @@ def _amount(value: int | str, desired: int, rounding: object) -> int:
     return int(rounding(fraction * desired))  # type: ignore[operator]
 
 
+def in_place_strategy(strategy: Strategy) -> Strategy:
+    """The strategy when a surge replica cannot be placed: none, and at least one unavailable."""
+    return Strategy(max_surge=0, max_unavailable=max(strategy.max_unavailable, 1))
+
+
 def plan_replicas(version: str, desired: int, replicas: Sequence[ReplicaFacts], strategy: Strategy,
                   now: float) -> Plan:
     alive = [r for r in replicas if r.state in LIVE_STATES]
@@ -68,6 +79,10 @@ def plan_replicas(version: str, desired: int, replicas: Sequence[ReplicaFacts], 
     old = [r for r in alive if r.version != version]
     stop = [r.id for r in old if r.state is not ReplicaState.READY]
     old_ready = sorted((r for r in old if r.state is ReplicaState.READY), key=lambda r: r.created_at)
+    blocked = any(r.unplaceable and r.state is ReplicaState.PENDING for r in new)
+    in_place = blocked and bool(old_ready) and in_place_strategy(strategy) != strategy
+    if in_place:
+        strategy = in_place_strategy(strategy)
 
     surplus = len(new) - desired
     if surplus > 0:
@@ -87,4 +102,4 @@ def plan_replicas(version: str, desired: int, replicas: Sequence[ReplicaFacts], 
     create = max(0, min(desired - len(new), desired + strategy.max_surge - remaining))
     stopping = set(stop)
     restart = tuple(r.id for r in new if r.state in DOWN_STATES and r.id not in stopping and now >= r.next_start)
-    return Plan(create=create, restart=restart, stop=tuple(stop))
+    return Plan(create=create, restart=restart, stop=tuple(stop), in_place=in_place)

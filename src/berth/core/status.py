@@ -62,8 +62,14 @@ def derive_status(replicas: Iterable[ReplicaView], requested: int, rollout_faile
         status = APIStatus.ERROR_OOM
     elif failed:
         status = APIStatus.ERROR
-    elif any(view.unplaceable for view in current):
+    elif any(view.unplaceable for view in current) and not making_room(views):
         status = APIStatus.COMPUTE_UNAVAILABLE
     else:
         status = APIStatus.UPDATING
     return StatusSummary(status=status, up_to_date=up_to_date, stale=stale, failed=failed)
+
+
+def making_room(views: Iterable[ReplicaView]) -> bool:
+    """Replicas of the API are stopping: what they free may fit a replica that waits for compute
+    (a rolling update replacing in place on a full machine), so it is not `compute unavailable` yet."""
+    return any(view.state is ReplicaState.TERMINATING for view in views)

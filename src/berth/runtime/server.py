@@ -36,8 +36,13 @@ class ReplicaServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     def fail(self, code: int) -> None:
+        """Stop the replica and exit with `code`: the siblings get SIGTERM, but unlike a stop signal
+        received, uvicorn must not re-raise it on this process, or it would die of SIGTERM instead."""
         self.exit_code = code
-        self.handle_exit(signal.SIGTERM, None)
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        self.should_exit = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,5 +139,8 @@ def _watch_siblings(server: ReplicaServer) -> None:
             if not server.should_exit:
                 logging.getLogger("berth.replica").error(
                     "process %s exited with code %s; stopping the replica", child.pid, code)
-                server.fail(EXIT_INIT_FAILED if code == EXIT_INIT_FAILED else EXIT_SIBLING_DIED)
+                # Killed by a signal: exit as a shell reports it (128 + the signal), so the control
+                # plane names the signal that killed it, not the SIGTERM that stopped the others.
+                server.fail(128 - code if code < 0 else
+                            EXIT_INIT_FAILED if code == EXIT_INIT_FAILED else EXIT_SIBLING_DIED)
             return
