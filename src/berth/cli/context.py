@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from berth.backends.environments import Environment, Provider
 from berth.client import LocalBackend
 from berth.control.launcher import StartOptions
 from berth.control.paths import Paths
-from berth.errors import BerthError
+from berth.errors import BerthError, NotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,6 +77,21 @@ class CLIContext:
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
+
+    @contextmanager
+    def naming_known(self, name: str) -> Iterator[None]:
+        """An unknown API name fails with the deployed ones listed, whichever command met it."""
+        try:
+            yield
+        except NotFound as exc:
+            if "(deployed:" in exc.message:
+                raise
+            try:
+                known = ", ".join(api["name"] for api in self.backend().list_apis()) or "none"
+            except BerthError:
+                raise exc from None
+            raise NotFound(f"no API named {name!r} (deployed: {known})",
+                           hint="`berth get` lists them; check the name") from None
 
 
 def open_backend(env: Environment, obj: CLIContext) -> Backend:

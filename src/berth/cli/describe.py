@@ -12,6 +12,7 @@ from rich.table import Table
 
 from berth.cli import render
 from berth.cli.context import CLIContext, env_option, pass_context
+from berth.cli.render import Column
 from berth.config.units import format_bytes
 
 
@@ -36,10 +37,10 @@ def describe(obj: CLIContext, api: str, output: str) -> None:
     if data.get("error"):
         console.print(f"[red]error:[/red] {escape(data['error'])}", soft_wrap=True)
     console.print()
-    console.print(_replicas(data["replicas"], now) if data["replicas"] else "no replicas")
+    console.print(_replicas(data["replicas"], now, console.width) if data["replicas"] else "no replicas")
     if data.get("autoscaler"):
         console.print("\n[bold]autoscaler decisions[/bold] (every 10 s)")
-        console.print(_decisions(data["autoscaler"], now))
+        console.print(_decisions(data["autoscaler"], now, console.width))
     console.print("\n[bold]versions[/bold]")
     for version in data.get("versions", []):
         console.print(f"  {version['version']}  deployed {render.age(now - version['deployed_at'])} ago")
@@ -48,30 +49,31 @@ def describe(obj: CLIContext, api: str, output: str) -> None:
         console.print(f"  {render.age(now - event['at']):>4} ago  {escape(event['message'])}", soft_wrap=True)
 
 
-def _replicas(replicas: list[dict[str, Any]], now: float) -> Table:
-    table = render.table("replica", "version", "status", "pid", "restarts", "age", "cpu", "mem", "gpu", "rss",
-                         "note")
+def _replicas(replicas: list[dict[str, Any]], now: float, width: int) -> Table:
+    rows = []
     for r in replicas:
         gpus = ",".join(f"{index}:{share:g}" for index, share in r["gpus"]) or "-"
         mem = format_bytes(r["mem"]) if r["mem"] else "-"
         rss = f"{r['rss'] / 2**20:.0f}Mi" if r["rss"] else "-"
         cpu = f"{r['cpu']:g}" if r["cpu"] is not None else "-"
         note = r.get("pending_reason") or r.get("last_error") or ""
-        table.add_row(r["id"], r["version"], render.styled(r["status"]), str(r["pid"] or "-"), str(r["restarts"]),
-                      render.age(r["age"]), cpu, mem, gpus, rss, escape(note))
-    return table
+        rows.append([escape(r["id"]), escape(r["version"]), render.styled(r["status"]), str(r["pid"] or "-"),
+                     str(r["restarts"]), render.age(r["age"]), cpu, mem, gpus, rss, escape(note)])
+    return render.table(Column("replica", "fold"), Column("version", "fold"), "status", "pid", "restarts", "age",
+                        "cpu", "mem", Column("gpu", "fold"), "rss", Column("note", "wrap"), rows=rows, width=width)
 
 
-def _decisions(decisions: list[dict[str, Any]], now: float) -> Table:
-    table = render.table("when", "avg in flight", "target", "raw", "current", "factor floor", "factor ceil",
-                         "recommended", "stab. floor", "stab. ceil", "request")
-    for d in decisions[-8:]:
-        table.add_row(f"{render.age(now - d['at'])} ago", f"{d['avg_in_flight']:.3g}",
-                      f"{d['target_replica_concurrency']:g}", f"{d['raw_recommendation']:.3g}",
-                      str(d["current_replicas"]), str(d["downscale_factor_floor"]), str(d["upscale_factor_ceil"]),
-                      str(d["recommendation"]), _dash(d["downscale_stabilization_floor"]),
-                      _dash(d["upscale_stabilization_ceil"]), str(d["request"]))
-    return table
+def _decisions(decisions: list[dict[str, Any]], now: float, width: int) -> Table:
+    rows = [[render.age(now - d["at"]), f"{d['avg_in_flight']:.3g}", f"{d['target_replica_concurrency']:g}",
+             f"{d['raw_recommendation']:.3g}", str(d["current_replicas"]), str(d["downscale_factor_floor"]),
+             str(d["upscale_factor_ceil"]), str(d["recommendation"]), _dash(d["downscale_stabilization_floor"]),
+             _dash(d["upscale_stabilization_ceil"]), str(d["request"])] for d in decisions[-8:]]
+    # Eleven columns in 80: two-word headers wrap onto two lines, and the long single words are said
+    # shorter on purpose ("now": the replicas running, "recom.": recommended), never cut to `recomm…`.
+    wrap = [Column(header, "wrap") for header in ("ago", "avg in flight", "target", "raw", "now", "factor floor",
+                                                  "factor ceil", "recom.", "stab. floor", "stab. ceil",
+                                                  "request")]
+    return render.table(*wrap, rows=rows, width=width)
 
 
 def _dash(value: object) -> str:
@@ -84,5 +86,6 @@ def _dash(value: object) -> str:
 @pass_context
 def refresh(obj: CLIContext, api: str) -> None:
     """Restart every replica of API without downtime (a rolling update to the same code)."""
-    change = obj.backend().refresh(api)
+    with obj.naming_known(api):
+        change = obj.backend().refresh(api)
     obj.console.print(f"restarting {escape(change.api)} (version {change.version})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,56 +15,82 @@ from rich.text import Text
 
 from berth.cli import render
 from berth.cli.context import CLIContext, env_option, pass_context
+from berth.cli.tracebacks import user_frames
 
 WATCH_INTERVAL = 2.0
 
 
 @click.command()
 @click.argument("api", required=False)
-@click.option("-w", "--watch", is_flag=True, help="Re-run the command every 2 seconds.")
+@click.option("-w", "--watch", is_flag=True,
+              help="Re-run the command every 2 seconds (with -o json: one JSON document a line).")
 @click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
+@click.option("-v", "--verbose", is_flag=True, help="Show berth's own frames in the last error's traceback.")
 @env_option
 @pass_context
-def get(obj: CLIContext, api: str | None, watch: bool, output: str) -> None:
+def get(obj: CLIContext, api: str | None, watch: bool, output: str, verbose: bool) -> None:
     """List the APIs, or show one API with its endpoint and replicas."""
     backend = obj.backend()
 
     def fetch() -> Any:
-        return backend.get_api(api) if api else backend.list_apis()
+        if api is None:
+            return backend.list_apis()
+        with obj.naming_known(api):
+            return backend.get_api(api)
 
-    if output == "json":
+    def view() -> list[RenderableType]:
+        return _view(fetch(), api, verbose, obj.console.width)
+
+    if output == "json" and not watch:
         click.echo(json.dumps(fetch(), indent=2))
-        return
-    if not watch:
-        for part in _view(fetch(), api):
-            obj.console.print(part, soft_wrap=True)
-        return
-    with Live(Group(*_view(fetch(), api)), console=obj.console, auto_refresh=False) as live:
-        while True:
-            time.sleep(WATCH_INTERVAL)
-            live.update(Group(*_view(fetch(), api)), refresh=True)
+    elif output == "json":
+        _repeat(lambda: click.echo(json.dumps(fetch(), separators=(",", ":"))))  # JSON lines: one per refresh
+    elif not watch:
+        _print(obj, view())
+    elif not obj.console.is_terminal:
+        _repeat(lambda: _print(obj, [Text(f"--- {time.strftime('%H:%M:%S')} ---"), *view()]))
+    else:
+        with Live(Group(*view()), console=obj.console, auto_refresh=False) as live:
+            _repeat(lambda: live.update(Group(*view()), refresh=True), first=False)
 
 
-def _view(data: Any, api: str | None) -> list[RenderableType]:
+def _repeat(show: Callable[[], None], first: bool = True) -> None:
+    """Show now (unless `first` is False) and again every WATCH_INTERVAL seconds, until interrupted."""
+    if first:
+        show()
+    while True:
+        time.sleep(WATCH_INTERVAL)
+        show()
+
+
+def _print(obj: CLIContext, parts: list[RenderableType]) -> None:
+    # Flushed at once: a file or pipe reading `get -w` sees each refresh as it happens.
+    for part in parts:
+        obj.console.print(part, soft_wrap=isinstance(part, Text))
+    obj.console.file.flush()
+
+
+def _view(data: Any, api: str | None, verbose: bool, width: int) -> list[RenderableType]:
     now = time.time()
     if api is None:
         if not data:
             return [Text("no APIs are deployed; deploy one with `berth deploy`")]
-        return [render.api_table(data, now)]
-    return _detail(data, now)
+        return [render.api_table(data, now, width)]
+    return _detail(data, now, verbose, width)
 
 
-def _detail(api: dict[str, Any], now: float) -> list[RenderableType]:
-    parts: list[RenderableType] = [render.api_table([api], now), Text("")]
+def _detail(api: dict[str, Any], now: float, verbose: bool, width: int) -> list[RenderableType]:
+    parts: list[RenderableType] = [render.api_table([api], now, width), Text("")]
     parts.append(Text.from_markup(f"[bold]endpoint:[/bold] {escape(api['url'])}"))
     parts.append(Text.from_markup(f"[bold]example:[/bold]  {escape(render.curl_example(api))}"))
     if api.get("error"):
         parts.append(Text.from_markup(f"\n[red]error:[/red] {escape(api['error'])}"))
         if api.get("traceback"):
-            parts.append(Text(api["traceback"].rstrip(), style="dim"))
+            trace = api["traceback"] if verbose else user_frames(api["traceback"])
+            parts.append(Text(trace.rstrip(), style="dim"))
     parts.append(Text(""))
     if api["replicas"]:
-        parts.append(render.replica_table(api["replicas"]))
+        parts.append(render.replica_table(api["replicas"], width))
     else:
         parts.append(Text("no replicas"))
     events = api.get("events") or []

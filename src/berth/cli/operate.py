@@ -10,6 +10,7 @@ import click
 import httpx
 
 from berth.cli.context import CLIContext, env_option, pass_context
+from berth.cli.tracebacks import FrameFilter
 from berth.errors import BerthError
 
 
@@ -42,13 +43,24 @@ def predict(obj: CLIContext, api: str, file: Path) -> None:
 @click.command()
 @click.argument("api")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
-@click.option("--tail", type=int, default=200, show_default=True, help="Lines of past output per replica.")
+@click.option("--tail", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Lines of past output per replica (0: only new output, with -f).")
+@click.option("-v", "--verbose", is_flag=True, help="Show berth's own frames in tracebacks too.")
 @env_option
 @pass_context
-def logs(obj: CLIContext, api: str, follow: bool, tail: int) -> None:
+def logs(obj: CLIContext, api: str, follow: bool, tail: int, verbose: bool) -> None:
     """Print the output of API's replicas (prints and tracebacks of the predictor included)."""
-    for chunk in obj.backend().logs(api, follow=follow, tail=tail):
-        sys.stdout.write(chunk)
+    frames = None if verbose else FrameFilter()
+    with obj.naming_known(api):
+        for chunk in obj.backend().logs(api, follow=follow, tail=tail):
+            _write(chunk if frames is None else frames.feed(chunk))
+    if frames is not None:
+        _write(frames.flush())
+
+
+def _write(text: str) -> None:
+    if text:
+        sys.stdout.write(text)
         sys.stdout.flush()
 
 
