@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from berth.config.schema import RealtimeAPI
 from berth.observability.replica_metrics import CONTENT_TYPE, ReplicaMetrics
@@ -26,7 +28,17 @@ from berth.runtime import oip
 from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher
 from berth.runtime.clients import PythonClient
-from berth.runtime.errors import BatchError, NotReady, PayloadError, PredictError, ReplicaError, error_response
+from berth.runtime.errors import (
+    REQUEST_ID_KEY,
+    BatchError,
+    MethodNotAllowed,
+    NotReady,
+    PayloadError,
+    PredictError,
+    ReplicaError,
+    RouteNotFound,
+    error_response,
+)
 from berth.runtime.models import ModelCache, sources
 from berth.runtime.payload import parse_payload
 from berth.runtime.remote import RemoteStore
@@ -39,6 +51,9 @@ log = logging.getLogger("berth.replica")
 
 INFO_MESSAGE = "make a prediction by sending a post request to this endpoint with a json payload"
 JSON = b"application/json"
+# A client's X-Request-ID is echoed when it is printable ASCII without spaces and at most 200
+# bytes (the gateway applies the same rule); anything else is replaced by a generated one.
+REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class ReplicaApp:
         self.instance: Any = None
         self.predict: loader.BoundMethod | None = None
         self.post_predict: loader.BoundMethod | None = None
+        self.post_worker: loader.PostPredictWorker | None = None
+        self.init_thread: Callable[[], Any] | None = None
         self.batcher: Batcher | None = None
         self.models: oip.ModelClient | None = None
         threads = settings.api.predictor.threads_per_process
@@ -87,15 +104,24 @@ class ReplicaApp:
             Route("/metrics", self._metrics),
             Route("/", self._info, methods=["GET"]),
             *oip.routes(self),
-        ])
+        ], exception_handlers={404: self._http_error, 405: self._http_error, Exception: self._crashed})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/":
             await self._handle_predict(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            request_id = self._request_id(scope["headers"])
+            await self._router({**scope, REQUEST_ID_KEY: request_id}, receive, _with_request_id(send, request_id))
         else:
             await self._router(scope, receive, send)
+
+    def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
+        for name, value in headers:
+            if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+        return f"{self._id_prefix}-{next(self._ids)}"
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -107,17 +133,24 @@ class ReplicaApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.executor.shutdown(wait=False)
+                if self.post_worker is not None:
+                    await self.post_worker.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def load(self) -> None:
-        """Run `__init__` on the thread `predict` will run on, as Cortex did, so thread-bound libraries work."""
+        """Run `__init__` once, then the optional `init_thread` once on each thread `predict` runs on.
+
+        With one thread, `__init__` runs on the event loop's thread, which is where `predict` runs;
+        with more, on one of the pool's threads, and only `init_thread` reaches the others.
+        """
         started = time.perf_counter()
         try:
             if self.inline:
                 self._load_sync()
             else:
                 await asyncio.get_running_loop().run_in_executor(self.executor, self._load_sync)
+            await self._init_threads()
         except BaseException as exc:
             log.exception("the predictor failed to initialise")
             if self.on_fatal:
@@ -141,21 +174,38 @@ class ReplicaApp:
             self.models.bind(self.instance)
         self.predict = loader.bind_predict(self.instance)
         self.post_predict = loader.bind(self.instance, "post_predict", loader.POST_PREDICT_ARGS)
+        if self.post_predict is not None:
+            self.post_worker = loader.PostPredictWorker(self.post_predict)
+        self.init_thread = loader.bind_init_thread(self.instance)
         batching = settings.api.predictor.server_side_batching
         if batching is not None:
             self.batcher = Batcher(self._call_batch, self.predict.args, batching.max_batch_size,
                                    batching.batch_interval, self.metrics.observe_batch,
                                    concurrency=settings.api.predictor.threads_per_process)
 
+    async def _init_threads(self) -> None:
+        """`init_thread` on every thread that will run predict: the pool's, or the event loop's."""
+        init = self.init_thread
+        if init is None:
+            return
+        assert self.predict is not None
+        if self.inline or self.predict.is_async:
+            init()
+        else:
+            await loader.on_every_thread(self.executor, self.settings.api.predictor.threads_per_process, init)
+
     async def _handle_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        content_type, request_id = "", ""
+        content_type, given = "", b""
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"x-request-id":
-                request_id = value.decode("latin-1")
-        request_id = request_id or f"{self._id_prefix}-{next(self._ids)}"
+                given = value
+        if given and REQUEST_ID.fullmatch(given):
+            request_id = given.decode("ascii")
+        else:
+            request_id = f"{self._id_prefix}-{next(self._ids)}"
         self.metrics.in_flight.inc()
         try:
             status = await self._predict(scope, receive, send, content_type, request_id)
@@ -191,7 +241,9 @@ class ReplicaApp:
             status = encoded.status_code
         else:
             status = await _send(send, 200, encoded[0], encoded[1], request_id)
-        self._after(values, result)
+        if self.post_worker is not None:
+            await self.post_worker.submit({"query_params": {}, "headers": {}, **values, "response": result},
+                                          request_id)
         return status
 
     async def _call(self, predict: loader.BoundMethod, values: dict[str, Any]) -> Any:
@@ -215,24 +267,13 @@ class ReplicaApp:
         assert self.predict is not None
         return await self._call(self.predict, batch)
 
-    def _after(self, values: dict[str, Any], result: Any) -> None:
-        post = self.post_predict
-        if post is None:
-            return
-        args = {"query_params": {}, "headers": {}, **values, "response": result}
-        if self.inline:
-            asyncio.get_running_loop().call_soon(_run_post_predict, post, args)
-            return
-        future = self.executor.submit(post.call, args)
-        future.add_done_callback(_log_post_predict_error)
-
     async def _healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def _readyz(self, request: Request) -> Response:
         if self.ready:
             return PlainTextResponse("ready")
-        return PlainTextResponse("initialising", status_code=503)
+        return _error(request, NotReady("the predictor is still initialising"))
 
     async def _metrics(self, request: Request) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
@@ -243,6 +284,25 @@ class ReplicaApp:
         if self.predict is not None:
             info["predict_args"] = sorted(self.predict.args - {"batch_id"})
         return JSONResponse(info)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's 404 and 405, as JSON errors like every other."""
+        assert isinstance(exc, HTTPException)
+        path, method = request.url.path, request.method
+        error: ReplicaError
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            error = MethodNotAllowed(f"{method} is not allowed on {path}; it allows {allowed}")
+        else:
+            error = RouteNotFound(
+                f"API {self.settings.api.name!r} has no route {path}; it serves POST (predict) and GET (API info) "
+                "at its endpoint, /healthz, /readyz, /metrics and the inference protocol under /v2")
+        status, body = error_response(error, request.scope.get(REQUEST_ID_KEY))
+        return Response(body, status_code=status, headers=exc.headers, media_type="application/json")
+
+    async def _crashed(self, request: Request, exc: Exception) -> Response:
+        # Starlette still re-raises it afterwards, so uvicorn logs its traceback.
+        return _error(request, exc)
 
 
 def build_clients(api: RealtimeAPI, project: Path,
@@ -264,17 +324,21 @@ def build_clients(api: RealtimeAPI, project: Path,
     return {"python_client": python_client}, python_client
 
 
-def _run_post_predict(post: loader.BoundMethod, args: dict[str, Any]) -> None:
-    try:
-        post.call(args)
-    except Exception:
-        log.exception("post_predict raised")
+def _error(request: Request, exc: BaseException) -> Response:
+    status, body = error_response(exc, request.scope.get(REQUEST_ID_KEY))
+    return Response(body, status_code=status, media_type="application/json")
 
 
-def _log_post_predict_error(future: Any) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.error("post_predict raised", exc_info=exc)
+def _with_request_id(send: Send, request_id: str) -> Send:
+    """`send` that puts the request's id on the response head (a handler's own copy is replaced)."""
+    header = (b"x-request-id", request_id.encode("ascii"))
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [item for item in message.get("headers", ()) if item[0].lower() != b"x-request-id"]
+            message = {**message, "headers": [*headers, header]}
+        await send(message)
+    return sending
 
 
 async def _read_body(receive: Receive) -> bytes:

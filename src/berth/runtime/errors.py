@@ -10,6 +10,8 @@ ReplicaError                  500 unless a subclass says otherwise
 │   ├── ModelInputError       the inputs do not fit the model
 │   └── InferenceRequestError an inference protocol request is malformed
 ├── ModelNotFound             404: no such model or version; the body lists those there are
+├── RouteNotFound             404: the replica has no such path
+├── MethodNotAllowed          405: the path does not take that method (the response says which it does)
 ├── NotReady                  503: the predictor is still initialising
 ├── PredictError              500: the predictor failed or answered with something unsendable
 │   ├── BatchError            a batched predict failed as a whole; each of its requests gets this
@@ -17,6 +19,7 @@ ReplicaError                  500 unless a subclass says otherwise
 └── RemoteModelError          a remote model could not be fetched (its message stays in the log)
 
 Errors outside this tree are the predictor's own: a 500 that says only "internal server error".
+Every error body is JSON with `error` and, where a request is being served, `request_id`.
 The user-facing errors of the CLI (`berth.errors`, e.g. `PredictorLoadError`) are a separate tree.
 """
 
@@ -26,6 +29,7 @@ import json
 from typing import Any, ClassVar
 
 INTERNAL = "internal server error"
+REQUEST_ID_KEY = "berth.request_id"  # where a request's scope carries its id to the Starlette routes
 
 
 class ReplicaError(Exception):
@@ -65,6 +69,14 @@ class ModelNotFound(ReplicaError, LookupError):
 
     def fields(self) -> dict[str, Any]:
         return {"available": self.available}
+
+
+class RouteNotFound(ReplicaError):
+    status = 404
+
+
+class MethodNotAllowed(ReplicaError):
+    status = 405
 
 
 class NotReady(ReplicaError):

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from berth import __version__
 from berth.runtime.errors import (
+    REQUEST_ID_KEY,
     InferenceRequestError,
     ModelNotFound,
     NotReady,
@@ -65,10 +66,11 @@ def _guard(handler: Callable[[Handlers, Request], Awaitable[Response]]) -> Calla
     async def guarded(self: Handlers, request: Request) -> Response:
         try:
             return await handler(self, request)
-        except ReplicaError as exc:
-            if not exc.exposed:
-                log.error("inference request failed", exc_info=exc)
-            status, body = error_response(exc)
+        except Exception as exc:  # the predictor's own exceptions included: a JSON 500, traceback logged
+            request_id = request.scope.get(REQUEST_ID_KEY)
+            if not isinstance(exc, ReplicaError) or not exc.exposed:
+                log.error("request %s: inference request failed", request_id, exc_info=exc)
+            status, body = error_response(exc, request_id)
             return Response(body, status_code=status, media_type="application/json")
     return guarded
 
@@ -84,7 +86,7 @@ class Handlers:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        return JSONResponse({"ready": self.app.ready}, status_code=200 if self.app.ready else 503)
+        return JSONResponse(_readiness(request, {"ready": self.app.ready}), status_code=200 if self.app.ready else 503)
 
     @_guard
     async def metadata(self, request: Request) -> Response:
@@ -93,7 +95,7 @@ class Handlers:
     @_guard
     async def model_ready(self, request: Request) -> Response:
         await self.app.run_sync(lambda: self._metadata(request))
-        return JSONResponse({"name": request.path_params["model"], "ready": self.app.ready},
+        return JSONResponse(_readiness(request, {"name": request.path_params["model"], "ready": self.app.ready}),
                             status_code=200 if self.app.ready else 503)
 
     @_guard
@@ -130,6 +132,14 @@ class Handlers:
         return declared
 
 
+def _readiness(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's readiness body; while not ready it is an error too, with `error` and `request_id`."""
+    if body["ready"]:
+        return body
+    return {**body, "error": "the predictor is still initialising",
+            "request_id": request.scope.get(REQUEST_ID_KEY)}
+
+
 def _arrays(result: Any) -> dict[str, Any]:
     import numpy as np
 
@@ -147,6 +157,8 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict
         header = json.loads(body[:length])
     except ValueError as exc:
         raise InferenceRequestError(f"the inference request is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict) or not isinstance(header.get("inputs", []), list):
+        raise InferenceRequestError("the inference request must be a JSON object with a list of `inputs`")
     binary, offset = body[length:], 0
     tensors: dict[str, Any] = {}
     for spec in header.get("inputs", []):
@@ -158,16 +170,16 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict
         if dtype is None:
             raise InferenceRequestError(f"input {name!r}: unknown datatype {datatype!r}")
         size = (spec.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            if datatype == "BYTES":
-                raise InferenceRequestError("BYTES inputs must be sent as JSON data")
-            array = np.frombuffer(binary[offset:offset + int(size)], dtype=dtype)
-            offset += int(size)
-        else:
-            array = np.asarray(spec.get("data"), dtype=dtype)
+        if size is not None and datatype == "BYTES":
+            raise InferenceRequestError("BYTES inputs must be sent as JSON data")
         try:
+            if size is not None:
+                array = np.frombuffer(binary[offset:offset + int(size)], dtype=dtype)
+                offset += int(size)
+            else:
+                array = np.asarray(spec.get("data"), dtype=dtype)
             tensors[name] = array.reshape(shape)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # data that does not fit the datatype, size or shape
             raise InferenceRequestError(f"input {name!r}: {exc}") from exc
     return header, tensors
 

@@ -1,11 +1,16 @@
-"""Loading the user's predictor class and calling it with the arguments it declares."""
+"""Loading the user's predictor class and calling it with the arguments it declares, on the right threads."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import inspect
+import logging
 import sys
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,12 @@ PREDICT_ARGS = frozenset({"payload", "query_params", "headers", "batch_id"})
 POST_PREDICT_ARGS = PREDICT_ARGS | {"response"}
 INIT_ARGS = frozenset({"config", "python_client", "onnx_client", "job_spec"})
 CLASS_NAME = "PythonPredictor"
+# post_predict calls queued beyond this make the request that queues one wait (after its response
+# is sent) for room, so a post_predict slower than the traffic slows that traffic instead of
+# growing memory without bound.
+POST_PREDICT_BACKLOG = 1000
+
+log = logging.getLogger("berth.replica")
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,70 @@ def bind(instance: Any, name: str, allowed: frozenset[str]) -> BoundMethod | Non
         raise PredictorLoadError(f"{CLASS_NAME}.{name} must be a method")
     args = _declared(method, allowed, name)
     return BoundMethod(func=method, args=args, is_async=inspect.iscoroutinefunction(method))
+
+
+def bind_init_thread(instance: Any) -> Callable[[], Any] | None:
+    """The optional `init_thread(self)`: per-thread set-up for libraries bound to the thread that made them."""
+    method = getattr(instance, "init_thread", None)
+    if method is None:
+        return None
+    if not callable(method):
+        raise PredictorLoadError(f"{CLASS_NAME}.init_thread must be a method")
+    _declared(method, frozenset(), "init_thread")
+    return method  # type: ignore[no-any-return]
+
+
+async def on_every_thread(executor: ThreadPoolExecutor, threads: int, func: Callable[[], Any]) -> None:
+    """Run `func` once on each of the pool's `threads` threads, starting those not started yet.
+
+    Each call waits at a barrier until all have started, so no thread can take a second call:
+    the pool then holds exactly `threads` threads, and a pool's threads live as long as it does.
+    The first exception is raised once every call has ended.
+    """
+    barrier = threading.Barrier(threads)
+
+    def once() -> None:
+        try:
+            func()
+        finally:
+            barrier.wait()
+
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(executor, once) for _ in range(threads)))
+
+
+class PostPredictWorker:
+    """`post_predict` calls on one background thread of their own, in the order requests finished.
+
+    Never on the request path: with one predict thread that thread is the event loop's, and a slow
+    `post_predict` there would hold up every request behind it. Its exceptions go to the log with
+    the request's id and never reach a client.
+    """
+
+    def __init__(self, method: BoundMethod, backlog: int = POST_PREDICT_BACKLOG) -> None:
+        self.method = method
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="post_predict")
+        self.room = asyncio.Semaphore(backlog)
+
+    async def submit(self, values: Mapping[str, Any], request_id: str) -> None:
+        await self.room.acquire()  # returns at once unless `backlog` calls are queued
+        loop = asyncio.get_running_loop()
+        future = self.executor.submit(self._run, values, request_id)
+        future.add_done_callback(lambda _: self._release(loop))
+
+    def _run(self, values: Mapping[str, Any], request_id: str) -> None:
+        try:
+            self.method.call(values)
+        except Exception:
+            log.exception("request %s: post_predict raised", request_id)
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nothing waits any more
+            loop.call_soon_threadsafe(self.room.release)
+
+    async def close(self) -> None:
+        """Let the queued calls finish (the replica drains), off the event loop."""
+        await asyncio.to_thread(self.executor.shutdown, True)
 
 
 def bind_predict(instance: Any) -> BoundMethod:
