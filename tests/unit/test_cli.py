@@ -185,7 +185,7 @@ def test_deploy_starts_the_backend_and_prints_its_changes(home: Path, fake: Fake
     assert json.loads(result.stdout) == [{"api": "hello", "action": "creating", "version": "v1",
                                           "message": "creating hello"}]
     assert "started the fake backend" in result.stderr
-    assert fake.calls == [("ensure_running",), ("deploy", "hello")]
+    assert fake.calls == [("ensure_running",), ("list_apis",), ("deploy", "hello")]
 
 
 def test_deploy_wait_stops_at_a_terminal_status(home: Path, fake: FakeBackend, tmp_path: Path) -> None:
@@ -194,7 +194,7 @@ def test_deploy_wait_stops_at_a_terminal_status(home: Path, fake: FakeBackend, t
     fake.status = APIStatus.ERROR_OOM
     result = berth(home, "deploy", str(project), "--wait")
     assert result.exit_code == 6
-    assert "hello ran out of memory: boom" in result.stderr
+    assert "hello is error (out of memory): boom" in result.stderr
 
 
 def test_refresh_logs_and_delete_go_through_the_backend(home: Path, fake: FakeBackend) -> None:
