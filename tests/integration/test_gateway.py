@@ -209,6 +209,25 @@ async def test_held_requests_time_out_or_fail_with_the_replica() -> None:
         assert "no weights" in failed.json()["error"] and not route_.waiting
 
 
+async def test_a_held_request_counts_its_wait_in_its_time(tmp_path: Path) -> None:
+    """`avg request` is what the client waited, the replica's start from zero included."""
+    hold = 0.3  # how long the replica "takes to start": the test releases the request after it
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        route_ = gw.routes.upsert("t", "/t", 10)
+        route_.hold_requests(True, limit=10, timeout=30)
+        held = asyncio.create_task(client.post(f"{url}/t", json=1))
+        await until(lambda: route_.waiting)
+        await asyncio.sleep(hold)
+        route_.set_targets(Target(s.rsplit("/", 1)[-1], s) for s in sockets)
+        assert (await held).status_code == 200
+        assert route_.stats.latency_count == 1 and route_.stats.latency_sum >= hold
+        route_.set_targets([])
+        route_.hold_requests(True, limit=10, timeout=hold)
+        expired = await client.post(f"{url}/t", json=1)
+        assert expired.headers["x-berth-reason"] == "scale-from-zero-timeout"
+        assert route_.stats.latency_count == 2 and route_.stats.latency_sum >= 2 * hold
+
+
 async def test_serves_a_listening_socket_handed_over() -> None:
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listening.bind(("127.0.0.1", 0))

@@ -173,7 +173,7 @@ class ClientConnection(asyncio.Protocol):
             elif self.client_eof:
                 self._close()
 
-    def _dispatch(self, request: ParsedRequest, now: float = 0.0) -> None:
+    def _dispatch(self, request: ParsedRequest, now: float = 0.0, held_since: float = 0.0) -> None:
         if request.error is not None:
             self._answer_error(request)
             return
@@ -184,14 +184,14 @@ class ClientConnection(asyncio.Protocol):
             return
         if not route.upstreams:
             if route.holds:
-                self._hold(route, request)
+                self._hold(route, request, held_since or now or monotonic())
                 return
             route.stats.record(503, 0.0)
             self._answer(request, 503, f"API {route.api!r} has no ready replica yet; see `berth get {route.api}`",
                          b"no-ready-replica")
             return
         if not route.admits():
-            route.stats.record(503, 0.0)
+            route.stats.record(503, monotonic() - held_since if held_since else 0.0)
             self._answer(request, 503, f"API {route.api!r} is at max_replica_concurrency "
                          f"({route.max_replica_concurrency} per replica, {route.ready_replicas} ready); "
                          "retry later or raise max_replica_concurrency", b"max-replica-concurrency")
@@ -200,7 +200,7 @@ class ClientConnection(asyncio.Protocol):
         assert upstream is not None
         target = subpath.encode("latin-1") + (b"?" + request.query if request.query else b"")
         exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
-                            now or monotonic())
+                            now or monotonic(), held_since)
         self.exchange = exchange
         if route.timeout < self.shortest_timeout:
             self._arm(exchange.deadline)
@@ -349,7 +349,7 @@ class ClientConnection(asyncio.Protocol):
         self._pump()
 
     # --- scale from zero ----------------------------------------------------------------------
-    def _hold(self, route: Route, request: ParsedRequest) -> None:
+    def _hold(self, route: Route, request: ParsedRequest, now: float) -> None:
         """Wait for a replica of an API scaled to zero, within the queue bound and the timeout."""
         if len(route.waiting) >= route.hold_limit:
             route.stats.record(503, 0.0)
@@ -357,7 +357,7 @@ class ClientConnection(asyncio.Protocol):
                          f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
                          b"scale-from-zero-queue-full")
             return
-        held = Held(self, route, request)
+        held = Held(self, route, request, now)
         self.held = held
         route.waiting.append(held)
         held.timer = self.loop.call_later(route.hold_timeout, held.expire)
@@ -367,7 +367,7 @@ class ClientConnection(asyncio.Protocol):
         if self.held is not held or self.closing:
             return
         self.held = None
-        self._dispatch(held.request)
+        self._dispatch(held.request, 0.0, held.since)
         self._pump()
 
     def expire_held(self, held: Held, message: str | None) -> None:
@@ -381,7 +381,7 @@ class ClientConnection(asyncio.Protocol):
                             f"(scale_from_zero_timeout); see `berth get {route.api}`"), b"scale-from-zero-timeout"
         else:
             text, reason = f"the replica of API {route.api!r} failed to start: {message}", b"replica-failed-to-start"
-        route.stats.record(503, 0.0)
+        route.stats.record(503, monotonic() - held.since)
         self._answer(held.request, 503, text, reason)
         self._pump()
 
@@ -391,7 +391,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _answer_locally(self, request: ParsedRequest, path: str) -> None:
         if path.startswith("/_berth/"):
-            status, body, content_type = self.gateway.admin(path)
+            answer = self.gateway.admin(path)
+            if answer is None:
+                self._answer(request, 404, f"the gateway serves no {path}; it serves /_berth/healthz and "
+                             "/_berth/metrics", b"no-such-endpoint")
+                return
+            status, body, content_type = answer
             self._write_local(request, status, body, content_type, None)
             return
         endpoints = sorted(self.gateway.routes.by_endpoint)

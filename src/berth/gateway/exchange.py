@@ -20,12 +20,15 @@ if TYPE_CHECKING:
 class Exchange:
     __slots__ = ("connection", "data", "deadline", "released", "request", "route", "started", "tried", "upstream")
 
-    def __init__(self, route: Route, upstream: Upstream, request: ParsedRequest, data: bytes, now: float) -> None:
+    def __init__(self, route: Route, upstream: Upstream, request: ParsedRequest, data: bytes, now: float,
+                 held_since: float = 0.0) -> None:
         self.route = route
         self.upstream = upstream
         self.request = request
         self.data = data
-        self.started = now
+        # A request held for a replica to start counts its wait in its time (what its client saw);
+        # its networking.timeout starts only when it is sent.
+        self.started = held_since or now
         self.deadline = now + route.timeout
         self.tried: list[Upstream] | None = None
         self.connection: UpstreamConnection | None = None
@@ -62,12 +65,13 @@ class HeldOwner(Protocol):
 class Held:
     """A request waiting for an API scaled to zero to get a ready replica."""
 
-    __slots__ = ("connection", "request", "route", "timer")
+    __slots__ = ("connection", "request", "route", "since", "timer")
 
-    def __init__(self, connection: HeldOwner, route: Route, request: ParsedRequest) -> None:
+    def __init__(self, connection: HeldOwner, route: Route, request: ParsedRequest, since: float) -> None:
         self.connection = connection
         self.route = route
         self.request = request
+        self.since = since  # when the request was read: its recorded time includes the wait
         self.timer: asyncio.TimerHandle | None = None
 
     def resume(self) -> None:

@@ -24,6 +24,9 @@ REQUEST_REWRITTEN = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
 })
 REQUEST_SPECIAL = REQUEST_HOP_BY_HOP | REQUEST_REWRITTEN
+# A client's X-Request-ID travels on (to the replica, into logs and the response) only when it is
+# printable ASCII without spaces and at most 200 bytes; otherwise the gateway makes one up.
+VALID_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 RESPONSE_HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
     b"proxy-connection", b"proxy-authenticate",

@@ -25,7 +25,8 @@ from berth.gateway.routes import RoutingTable
 
 __all__ = ["ClientConnection", "Gateway", "GatewaySettings"]
 
-AdminHandler = Callable[[str], tuple[int, bytes, bytes]]
+# (status, body, content type) for a `/_berth/` path it serves; None for one it does not (a JSON 404).
+AdminHandler = Callable[[str], tuple[int, bytes, bytes] | None]
 Wake = Callable[[str], None]
 
 

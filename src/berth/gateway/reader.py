@@ -13,7 +13,15 @@ from typing import Protocol
 
 import httptools
 
-from berth.gateway.http import REQUEST_SPECIAL, ParsedRequest, Rejection, connection_tokens, forwarded_lines, rejected
+from berth.gateway.http import (
+    REQUEST_SPECIAL,
+    VALID_REQUEST_ID,
+    ParsedRequest,
+    Rejection,
+    connection_tokens,
+    forwarded_lines,
+    rejected,
+)
 from berth.gateway.limits import GatewaySettings
 
 
@@ -144,7 +152,8 @@ class RequestReader:
     def _special(self, name: bytes, value: bytes) -> None:
         self._rare = True
         if name == b"x-request-id":
-            self.request_id = value
+            if VALID_REQUEST_ID.fullmatch(value):
+                self.request_id = value
         elif name == b"expect":
             self.expect = value.lower()
         elif name == b"connection":

@@ -82,13 +82,13 @@ class GatewayWorker:
         await self.gateway.stop(grace=DRAIN_TIMEOUT)
         await self.channel.stop()
 
-    def _admin(self, path: str) -> tuple[int, bytes, bytes]:
+    def _admin(self, path: str) -> tuple[int, bytes, bytes] | None:
         if path == "/_berth/healthz":
             return 200, b"ok", b"text/plain"
         if path == "/_berth/metrics":
             body = exposition(lambda: (route.gauge() for route in self.routes.by_api.values()))
             return 200, body, b"text/plain; version=0.0.4"
-        return 404, b'{"error": "unknown berth path"}', b"application/json"
+        return None
 
 
 def _raise_file_limit() -> None:
