@@ -194,7 +194,7 @@ def test_deploy_wait_stops_at_a_terminal_status(home: Path, fake: FakeBackend, t
     fake.status = APIStatus.ERROR_OOM
     result = berth(home, "deploy", str(project), "--wait")
     assert result.exit_code == 6
-    assert "hello is error (out of memory): boom" in result.stderr
+    assert "hello ran out of memory: boom" in result.stderr
 
 
 def test_refresh_logs_and_delete_go_through_the_backend(home: Path, fake: FakeBackend) -> None:
