@@ -15,6 +15,7 @@ import uvicorn
 from starlette.testclient import TestClient
 
 from berth.runtime.app import ReplicaApp
+from berth.runtime.predictor import BoundMethod, PostPredictWorker
 from tests.integration.test_runtime_app import make_app, wait_ready
 from tests.robustness.harness import Quiet, until
 
@@ -165,6 +166,23 @@ async def test_post_predict_errors_are_logged_with_the_request_id(tmp_path: Path
             assert (await client.post("/", json="after")).status_code == 200
             await _until(lambda: app.instance.post == ["after"])
     assert "request post-1: post_predict raised" in caplog.text and "post_predict broke" in caplog.text
+
+
+def test_post_predict_calls_beyond_the_backlog_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    gate, done = threading.Event(), []
+
+    def post_predict(response: object) -> None:
+        gate.wait(5)
+        done.append(response)
+
+    worker = PostPredictWorker(BoundMethod(post_predict, frozenset({"response"}), False), backlog=2)
+    with caplog.at_level(logging.WARNING, logger="berth.replica"):
+        for index in range(4):
+            worker.submit({"response": index}, f"r{index}")
+    gate.set()
+    asyncio.run(worker.close())  # waits for the calls that were queued
+    assert done == [0, 1] and worker.skipped == 2
+    assert "request r2: post_predict skipped" in caplog.text and "request r3" not in caplog.text  # once a second
 
 
 async def _until(condition: object, timeout: float = 5) -> None:

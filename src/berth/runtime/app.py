@@ -242,8 +242,7 @@ class ReplicaApp:
         else:
             status = await _send(send, 200, encoded[0], encoded[1], request_id)
         if self.post_worker is not None:
-            await self.post_worker.submit({"query_params": {}, "headers": {}, **values, "response": result},
-                                          request_id)
+            self.post_worker.submit({"query_params": {}, "headers": {}, **values, "response": result}, request_id)
         return status
 
     async def _call(self, predict: loader.BoundMethod, values: dict[str, Any]) -> Any:

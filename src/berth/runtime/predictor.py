@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import inspect
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,10 +21,7 @@ PREDICT_ARGS = frozenset({"payload", "query_params", "headers", "batch_id"})
 POST_PREDICT_ARGS = PREDICT_ARGS | {"response"}
 INIT_ARGS = frozenset({"config", "python_client", "onnx_client", "job_spec"})
 CLASS_NAME = "PythonPredictor"
-# post_predict calls queued beyond this make the request that queues one wait (after its response
-# is sent) for room, so a post_predict slower than the traffic slows that traffic instead of
-# growing memory without bound.
-POST_PREDICT_BACKLOG = 1000
+POST_PREDICT_BACKLOG = 1000  # post_predict calls waiting at most, per process
 
 log = logging.getLogger("berth.replica")
 
@@ -116,29 +113,41 @@ class PostPredictWorker:
 
     Never on the request path: with one predict thread that thread is the event loop's, and a slow
     `post_predict` there would hold up every request behind it. Its exceptions go to the log with
-    the request's id and never reach a client.
+    the request's id and never reach a client. At most `backlog` calls wait: a post_predict slower
+    than the traffic would otherwise grow memory without bound (waiting on the request path
+    cannot help: the connection serves its next request once the response is sent), so beyond
+    that calls are skipped, with a warning at most once a second.
     """
 
     def __init__(self, method: BoundMethod, backlog: int = POST_PREDICT_BACKLOG) -> None:
         self.method = method
+        self.backlog = backlog
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="post_predict")
-        self.room = asyncio.Semaphore(backlog)
+        self.room = threading.Semaphore(backlog)  # released by the worker thread, taken by the loop's
+        self.skipped = 0
+        self._warned = 0.0
 
-    async def submit(self, values: Mapping[str, Any], request_id: str) -> None:
-        await self.room.acquire()  # returns at once unless `backlog` calls are queued
-        loop = asyncio.get_running_loop()
-        future = self.executor.submit(self._run, values, request_id)
-        future.add_done_callback(lambda _: self._release(loop))
+    def submit(self, values: Mapping[str, Any], request_id: str) -> None:
+        if not self.room.acquire(blocking=False):
+            self._skip(request_id)
+            return
+        self.executor.submit(self._run, values, request_id)
 
     def _run(self, values: Mapping[str, Any], request_id: str) -> None:
         try:
             self.method.call(values)
         except Exception:
             log.exception("request %s: post_predict raised", request_id)
+        finally:
+            self.room.release()
 
-    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nothing waits any more
-            loop.call_soon_threadsafe(self.room.release)
+    def _skip(self, request_id: str) -> None:
+        self.skipped += 1
+        now = time.monotonic()
+        if now - self._warned >= 1.0:
+            self._warned = now
+            log.warning("request %s: post_predict skipped: %d calls already wait for it, which is slower than "
+                        "the requests (%d skipped so far)", request_id, self.backlog, self.skipped)
 
     async def close(self) -> None:
         """Let the queued calls finish (the replica drains), off the event loop."""
