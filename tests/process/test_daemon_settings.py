@@ -42,6 +42,13 @@ def test_a_port_in_use_gets_a_free_port_suggested(berth: Berth) -> None:
             probe.bind(("127.0.0.1", int(found.group(1))))
 
 
-def test_cluster_status_json_says_when_no_daemon_runs(berth: Berth) -> None:
+def test_cluster_status_json_says_when_no_daemon_runs_and_a_stale_socket_is_logged(berth: Berth) -> None:
     result = berth.run("cluster", "status", "-o", "json", check=False)
     assert result.returncode == 5 and json.loads(result.stdout)["running"] is False
+    stale = socket.socket(socket.AF_UNIX)  # what a killed daemon leaves
+    stale.bind(str(berth.home / "berth.sock"))
+    stale.close()
+    berth.run("cluster", "up")
+    log = (berth.home / "daemon.log").read_text()
+    assert f"removing the stale management socket {berth.home / 'berth.sock'}" in log
+    assert json.loads(berth.run("cluster", "status", "-o", "json").stdout)["running"] is True

@@ -94,3 +94,10 @@ def test_the_port_in_use_hint_suggests_a_port_that_is_free(tmp_path: Path) -> No
         assert found is not None and int(found.group(1)) not in (port, port + 1)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", int(found.group(1))))
+
+
+@pytest.mark.parametrize(("value", "problem"), [("lots", "expected a duration"), ("30s", "at least 1m")])
+def test_a_bad_log_retention_is_refused_before_anything_starts(tmp_path: Path, value: str, problem: str) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "cluster", "up", "--log-retention", value])
+    assert result.exit_code == 2 and "--log-retention" in result.output and problem in result.output
+    assert not (tmp_path / "daemon.log").exists()

@@ -234,7 +234,9 @@ def _hours(seconds: float) -> str:
 
 def run(settings: DaemonSettings, env: Mapping[str, str]) -> None:
     """Run the daemon in this process until SIGTERM/SIGINT or `berth cluster down`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # BERTH_LOG_LEVEL=debug adds what is routine: every autoscaler decision, for one.
+    level = getattr(logging, env.get("BERTH_LOG_LEVEL", "info").upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     daemon = Daemon(settings, env)
     try:
         import uvloop
