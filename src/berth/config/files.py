@@ -80,7 +80,10 @@ def inside(root: Path, value: str) -> Path | None:
     written = Path(os.path.normpath(root / value))
     if written.is_relative_to(root):
         return written
-    resolved = written.resolve()
+    try:
+        resolved = written.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: outside as far as this can tell; the scan names it
+        return None
     return resolved if resolved.is_relative_to(root) else None
 
 
@@ -135,7 +138,8 @@ def _missing(named: NamedPath, path: Path, root: Path, shipped: frozenset[PurePo
     copied = relative in shipped or any(relative in file.parents for file in shipped)
     if not copied and relative != PurePosixPath("."):
         return (f"{relative} is not copied by a deploy, which leaves out hidden names (starting with '.'), "
-                f"what .berthignore lists, and empty folders: rename it or change .berthignore")
+                f"what .berthignore lists, and empty folders: rename it or take it out of .berthignore, or load "
+                f"it from an absolute path given in predictor.config")
     return None
 
 
