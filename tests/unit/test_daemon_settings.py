@@ -76,24 +76,35 @@ def test_free_port_near_skips_ports_in_use() -> None:
             probe.bind(("127.0.0.1", suggested))  # it really is free
 
 
+def hold(port: int) -> socket.socket | None:
+    """Listen on `port`; None when something else already does (taken all the same)."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 def test_the_port_in_use_hint_suggests_a_port_that_is_free(tmp_path: Path) -> None:
-    with socket.socket() as taken, socket.socket() as next_one:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        try:
-            next_one.bind(("127.0.0.1", port + 1))  # the obvious suggestion is taken too
-            next_one.listen()
-        except OSError:
-            pass  # someone else holds it: taken all the same
+    port = 8899  # the port the hint used to suggest, whether free or not
+    held = [hold(port), hold(port + 1)]  # and the obvious next suggestion is taken too
+    try:
         supervisor = Supervisor(SupervisorSettings(paths=Paths(tmp_path), port=port))
         with pytest.raises(DaemonStartError) as info:
             supervisor._bind()
         assert f"port {port} on 127.0.0.1 is already in use" in info.value.message
         found = re.search(r"--port (\d+)", info.value.hint or "")
-        assert found is not None and int(found.group(1)) not in (port, port + 1)
+        # near the one asked for, and not one of the taken ones
+        assert found is not None and port + 1 < int(found.group(1)) <= port + 100
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", int(found.group(1))))
+    finally:
+        for sock in held:
+            if sock is not None:
+                sock.close()
 
 
 @pytest.mark.parametrize(("value", "problem"), [("lots", "expected a duration"), ("30s", "at least 1m")])
