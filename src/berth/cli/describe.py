@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import click
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 
@@ -37,7 +38,8 @@ def describe(obj: CLIContext, api: str, output: str) -> None:
     if data.get("error"):
         console.print(f"[red]error:[/red] {escape(data['error'])}", soft_wrap=True)
     console.print()
-    console.print(_replicas(data["replicas"], now, console.width) if data["replicas"] else "no replicas")
+    for part in _replicas(data["replicas"], console.width) if data["replicas"] else ["no replicas"]:
+        console.print(part, soft_wrap=isinstance(part, str))
     if data.get("autoscaler"):
         console.print("\n[bold]autoscaler decisions[/bold] (every 10 s)")
         console.print(_decisions(data["autoscaler"], now, console.width))
@@ -49,18 +51,31 @@ def describe(obj: CLIContext, api: str, output: str) -> None:
         console.print(f"  {render.age(now - event['at']):>4} ago  {escape(event['message'])}", soft_wrap=True)
 
 
-def _replicas(replicas: list[dict[str, Any]], now: float, width: int) -> Table:
-    rows = []
-    for r in replicas:
-        gpus = ",".join(f"{index}:{share:g}" for index, share in r["gpus"]) or "-"
-        mem = format_bytes(r["mem"]) if r["mem"] else "-"
-        rss = f"{r['rss'] / 2**20:.0f}Mi" if r["rss"] else "-"
-        cpu = f"{r['cpu']:g}" if r["cpu"] is not None else "-"
-        note = r.get("pending_reason") or r.get("last_error") or ""
-        rows.append([escape(r["id"]), escape(r["version"]), render.styled(r["status"]), str(r["pid"] or "-"),
-                     str(r["restarts"]), render.age(r["age"]), cpu, mem, gpus, rss, escape(note)])
-    return render.table(Column("replica", "fold"), Column("version", "fold"), "status", "pid", "restarts", "age",
-                        "cpu", "mem", Column("gpu", "fold"), "rss", Column("note", "wrap"), rows=rows, width=width)
+def _replicas(replicas: list[dict[str, Any]], width: int) -> list[RenderableType]:
+    """The replica table, with why each is pending or failed in its last column when that fits the
+    terminal, else as lines under it."""
+    rows = [_replica_row(r) for r in replicas]
+    notes = [escape(r.get("pending_reason") or r.get("last_error") or "") for r in replicas]
+    columns: list[str | Column] = [Column("replica", "fold"), "version", "status", "pid", "restarts", "age",
+                                   Column("placement", "wrap"), "rss"]
+    with_notes = [*columns, Column("note", "wrap")]
+    rows_with_notes = [[*row, note] for row, note in zip(rows, notes, strict=True)]
+    if not any(notes) or render.fits(with_notes, rows_with_notes, width):
+        return [render.table(*with_notes, rows=rows_with_notes, width=width)]
+    below = [f"  {escape(r['id'])}: {note}" for r, note in zip(replicas, notes, strict=True) if note]
+    return [render.table(*columns, rows=rows, width=width), *below]
+
+
+def _replica_row(r: dict[str, Any]) -> list[str]:
+    # One word a resource, so a narrow terminal wraps between them: `0.5cpu 512Mi gpu0:0.5`.
+    gpus = " ".join(f"gpu{index}:{share:g}" for index, share in r["gpus"])
+    placement = " ".join(part for part in (f"{r['cpu']:g}cpu" if r["cpu"] is not None else "",
+                                           format_bytes(r["mem"]) if r["mem"] else "", gpus) if part) or "-"
+    rss = f"{r['rss'] / 2**20:.0f}Mi" if r["rss"] else "-"
+    # The first 8 characters name a version as a short git hash names a commit; `versions` below lists
+    # them whole. (A replica's id starts with its version's first 6.)
+    return [escape(r["id"]), escape(r["version"][:8]), render.styled(r["status"]), str(r["pid"] or "-"),
+            str(r["restarts"]), render.age(r["age"]), escape(placement), rss]
 
 
 def _decisions(decisions: list[dict[str, Any]], now: float, width: int) -> Table:

@@ -80,6 +80,12 @@ def table(*columns: str | Column, rows: list[list[str]] | None = None, width: in
     return result
 
 
+def fits(columns: list[str | Column], rows: list[list[str]], width: int) -> bool:
+    """Whether the rows fit `width` once the columns that may give way have given way."""
+    specs = [c if isinstance(c, Column) else Column(c) for c in columns]
+    return _total(_fit(specs, rows, width)) <= width
+
+
 def _fit(specs: list[Column], rows: list[list[str]], width: int | None) -> list[int]:
     cells = [[Text.from_markup(spec.header).plain, *(Text.from_markup(row[i]).plain for row in rows)]
              for i, spec in enumerate(specs)]
