@@ -277,7 +277,7 @@ def test_the_autoscaler_table_fits_80_columns() -> None:
 
 def _replica(note: str | None) -> dict[str, Any]:
     return {"id": "adde6e-dd68aa", "status": "initializing", "pid": 1234567, "restarts": 12, "age": 5000,
-            "last_error": note, "version": "adde6e4f372203d73536", "gpus": [[0, 0.5]], "mem": 2**30,
+            "last_error": note, "version": "adde6e4f37", "gpus": [[0, 0.5]], "mem": 2**30,
             "rss": 2**29, "cpu": 0.5, "pending_reason": None}
 
 
@@ -285,7 +285,7 @@ def test_the_describe_replica_table_fits_80_columns_with_its_notes_below() -> No
     lines = _render(Group(*_replicas([_replica("RuntimeError: boom in init"), _replica(None)], 80)))
     assert all(len(line) <= 80 for line in lines) and "…" not in "\n".join(lines)
     assert lines[0].split() == ["replica", "version", "status", "pid", "restarts", "age", "placement", "rss"]
-    assert "adde6e4f " in lines[1] and "0.5cpu 1Gi" in lines[1]
+    assert "adde6e4f37 " in lines[1] and "0.5cpu 1Gi" in lines[1]
     assert lines[-1] == "  adde6e-dd68aa: RuntimeError: boom in init"
     wide = _render(Group(*_replicas([_replica("RuntimeError: boom in init")], 160)), width=160)
     assert wide[0].split()[-1] == "note" and wide[1].rstrip().endswith("RuntimeError: boom in init")

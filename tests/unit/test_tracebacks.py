@@ -65,3 +65,8 @@ def test_a_stream_split_anywhere_reads_the_same() -> None:
 
 def test_a_stream_that_ends_inside_hidden_frames_still_says_so() -> None:
     assert user_frames(START + BERTH) == START + marker(1) + "\n"
+
+
+def test_a_traceback_cut_above_its_first_frame_by_tail_is_still_filtered() -> None:
+    text = "    self._load_sync()\n" + BERTH + USER + "RuntimeError: boom\nlater\n"
+    assert user_frames(text) == "    self._load_sync()\n" + marker(1) + "\n" + USER + "RuntimeError: boom\nlater\n"

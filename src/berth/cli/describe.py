@@ -56,8 +56,8 @@ def _replicas(replicas: list[dict[str, Any]], width: int) -> list[RenderableType
     terminal, else as lines under it."""
     rows = [_replica_row(r) for r in replicas]
     notes = [escape(r.get("pending_reason") or r.get("last_error") or "") for r in replicas]
-    columns: list[str | Column] = [Column("replica", "fold"), "version", "status", "pid", "restarts", "age",
-                                   Column("placement", "wrap"), "rss"]
+    columns: list[str | Column] = [Column("replica", "fold"), Column("version", "fold"), "status", "pid",
+                                   "restarts", "age", Column("placement", "wrap"), "rss"]
     with_notes = [*columns, Column("note", "wrap")]
     rows_with_notes = [[*row, note] for row, note in zip(rows, notes, strict=True)]
     if not any(notes) or render.fits(with_notes, rows_with_notes, width):
@@ -72,9 +72,7 @@ def _replica_row(r: dict[str, Any]) -> list[str]:
     placement = " ".join(part for part in (f"{r['cpu']:g}cpu" if r["cpu"] is not None else "",
                                            format_bytes(r["mem"]) if r["mem"] else "", gpus) if part) or "-"
     rss = f"{r['rss'] / 2**20:.0f}Mi" if r["rss"] else "-"
-    # The first 8 characters name a version as a short git hash names a commit; `versions` below lists
-    # them whole. (A replica's id starts with its version's first 6.)
-    return [escape(r["id"]), escape(r["version"][:8]), render.styled(r["status"]), str(r["pid"] or "-"),
+    return [escape(r["id"]), escape(r["version"]), render.styled(r["status"]), str(r["pid"] or "-"),
             str(r["restarts"]), render.age(r["age"]), escape(placement), rss]
 
 

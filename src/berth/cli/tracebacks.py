@@ -22,7 +22,7 @@ _INSTALLED_BERTH = re.compile(r"[/\\]site-packages[/\\]berth[/\\]")
 _BOOTSTRAP = ("<frozen runpy>", "<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 _BOOTSTRAP_FILES = re.compile(r"[/\\](runpy\.py|importlib[/\\]_bootstrap(_external)?\.py|concurrent[/\\]futures"
                               r"[/\\]thread\.py)$")
-_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+, in \S')
 _PREFIX = re.compile(r"^\[[^\]\s]+\] ")  # `[replica-id] ` when `berth logs` interleaves several replicas
 TRACEBACK_START = "Traceback (most recent call last):"
 
@@ -74,10 +74,12 @@ class FrameFilter:
         prefix = match.group(0) if match else ""
         body = line[len(prefix):]
         stream = self.streams.setdefault(prefix, _Stream())
-        if not stream.inside:
+        frame = _FRAME.match(body)
+        if not stream.inside and frame is None:
+            # A frame line is unmistakable, so `--tail` cutting a traceback after its first line still works.
             stream.inside = body.startswith(TRACEBACK_START)
             return [line]
-        frame = _FRAME.match(body)
+        stream.inside = True
         if frame is not None:
             stream.hiding = hidden_file(frame.group("file"))
         elif not body.startswith("    ") and not body.startswith("  [Previous line repeated"):
