@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import uvicorn
 
+from berth.config.units import format_duration
 from berth.control.autoscaling import AutoscalingLoop
 from berth.control.capacity import detect_capacity
 from berth.control.deploy import Deployer
@@ -204,8 +205,8 @@ class Daemon:
             log.info("housekeeping: removed %d snapshot(s) no deployed version uses: %s", len(snapshots),
                      " ".join(snapshots))
         if logs:
-            log.info("housekeeping: removed logs older than %s of deleted APIs and stopped replicas: %s",
-                     _hours(self.settings.log_retention), " ".join(logs))
+            log.info("housekeeping: removed logs of deleted APIs and stopped replicas, untouched for over %s: %s",
+                     format_duration(self.settings.log_retention), " ".join(logs))
         return snapshots, logs
 
     def _snapshots_in_use(self) -> set[str]:
@@ -226,10 +227,6 @@ def _cwd_names(pid: int | None) -> set[str]:
         return {Path(psutil.Process(pid).cwd()).name}
     except psutil.Error:
         return set()
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:g}h"
 
 
 def run(settings: DaemonSettings, env: Mapping[str, str]) -> None:
