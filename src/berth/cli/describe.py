@@ -57,7 +57,7 @@ def _replicas(replicas: list[dict[str, Any]], width: int) -> list[RenderableType
     rows = [_replica_row(r) for r in replicas]
     notes = [escape(r.get("pending_reason") or r.get("last_error") or "") for r in replicas]
     columns: list[str | Column] = [Column("replica", "fold"), Column("version", "fold"), "status", "pid",
-                                   "restarts", "age", Column("placement", "wrap"), "rss"]
+                                   "restarts", "age", Column("compute", "wrap"), "rss"]
     with_notes = [*columns, Column("note", "wrap")]
     rows_with_notes = [[*row, note] for row, note in zip(rows, notes, strict=True)]
     if not any(notes) or render.fits(with_notes, rows_with_notes, width):
