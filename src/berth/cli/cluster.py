@@ -127,10 +127,9 @@ def _asked(ctx: click.Context, obj: CLIContext, options: StartOptions) -> dict[s
                               "readiness_timeout": options.readiness_timeout, "log_retention": options.log_retention,
                               **{name: value for name, value in options.gateway.items() if name != "max_header_bytes"},
                               "max_header_size": options.gateway.get("max_header_bytes")}
-    params = {"trusted_proxies": "trusted_proxies"}
     asked: dict[str, tuple[Any, str]] = {}
     for name, flag, _ in SETTINGS:
-        if params.get(name, name) not in given:
+        if name not in given:
             continue
         raw = ctx.params.get(name)
         raw = values[name] if raw is None else raw  # --port given before `cluster`, or as BERTH_PORT
