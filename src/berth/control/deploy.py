@@ -94,17 +94,13 @@ class Deployer:
 
     def _check_not_deleting(self, names: Sequence[str], action: str) -> None:
         """Operations on one API are ordered: nothing starts on an API until its deletion is over."""
-        problems = []
-        for name in names:
-            deletion = self.reconciler.deletion(name)
-            if deletion is not None:
-                replicas, held = deletion
-                problems.append(f"cannot {action} {name!r}: it is being deleted ({replicas} replica(s) still "
-                                f"stopping, finishing {held} request(s))")
-        if problems:
-            raise Conflict("\n".join(problems),
+        deleting = {name: found for name in names if (found := self.reconciler.deletion(name)) is not None}
+        if deleting:
+            raise Conflict("\n".join(f"cannot {action} {name!r}: it is being deleted ({replicas} replica(s) still "
+                                     f"stopping, finishing {held} request(s))"
+                                     for name, (replicas, held) in deleting.items()),
                            hint=f"{action} again once `berth get` no longer lists "
-                                f"{' or '.join(repr(n) for n in names if self.reconciler.deletion(n))}")
+                                f"{' or '.join(map(repr, deleting))}")
 
     def _check_capacity(self, apis: Sequence[RealtimeAPI]) -> None:
         """A replica bigger than the whole machine would wait forever: refuse it now, saying what fits."""
