@@ -150,3 +150,25 @@ async def test_an_update_on_a_full_machine_replaces_in_place_and_says_so(tmp_pat
     assert new.phase is Phase.INITIALIZING
     await world.make_ready(v2)
     assert [r.version for r in world.replicas()] == [v2]
+
+
+async def test_a_failing_version_that_replaced_in_place_is_rolled_back(tmp_path: Path) -> None:
+    world = DeployWorld(tmp_path, Capacity(cpu=2, mem=2**33, gpus=()))
+    await world.apply(compute={"cpu": 2})
+    v1 = world.reconciler.apis["api"].record.version
+    await world.make_ready(v1)
+    predictor = {"type": "python", "path": "predictor.py", "config": {"broken": True}}
+    await world.apply(compute={"cpu": 2}, predictor=predictor)
+    v2 = world.reconciler.apis["api"].record.version
+    world.supervisor.crash_versions.add(v2)
+    await world.tick()
+    (old,) = world.replicas(v1)
+    world.supervisor.exits[old.id] = 0  # it made room
+    for _ in range(12):  # each failed start waits out its backoff
+        await world.tick(2.5)
+    api = world.reconciler.apis["api"]
+    assert api.fallback is not None and api.fallback.id == v1
+    assert f"version {v1} is started again" in (api.record.failed_reason or "")
+    await world.tick(2.5)  # the failing replica leaves; the old version is placed in its room
+    await world.make_ready(v1)
+    assert [r.version for r in world.replicas() if r.phase is Phase.READY] == [v1]

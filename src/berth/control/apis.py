@@ -31,6 +31,7 @@ class DeployedAPI:
     # has been ready, so a failing `__init__` shows at deploy rather than at the first request.
     verifying: str | None = None
     in_place_noted: str | None = None  # the version whose in-place replacement has its event already
+    in_place_from: str | None = None  # the version it replaced: the one to roll back to
 
     def __post_init__(self) -> None:
         self.versions.setdefault(self.record.version, Version(self.record.version, self.spec, self.project))

@@ -52,6 +52,8 @@ class Rollout:
         plan = plan_replicas(api.target.id, api.desired, [r.facts() for r in replicas], strategy, now)
         if plan.in_place and api.in_place_noted != api.target.id:
             api.in_place_noted = api.target.id
+            api.in_place_from = next((r.version for r in replicas if r.id in plan.stop
+                                      and r.version != api.target.id), None)
             blocked = next((r for r in replicas if r.version == api.target.id and r.pending_reason), None)
             why = f" (replica {blocked.id} {blocked.pending_reason})" if blocked else ""
             unavailable = in_place_strategy(strategy).max_unavailable
@@ -93,11 +95,14 @@ class Rollout:
         serving = [r for r in replicas if r.version != latest and r.state is ReplicaState.READY]
         failing = [r for r in replicas if r.version == latest and r.ready_at is None
                    and r.failures >= ROLLBACK_AFTER_FAILURES]
-        if not serving or not failing:
+        # Replaced in place on a full machine, the old version no longer serves: it comes back.
+        replaced = api.in_place_from if api.in_place_noted == latest else None
+        if not failing or not (serving or replaced):
             return
-        previous = serving[-1].version
+        previous = serving[-1].version if serving else str(replaced)
         reason = failing[0].last_error or "it never became ready"
-        message = f"rollout of version {latest} failed ({reason}); version {previous} keeps serving"
+        message = (f"rollout of version {latest} failed ({reason}); version {previous} "
+                   f"{'keeps serving' if serving else 'is started again'}")
         self.store.set_rollout_failure(api.name, latest, message)
         api.record = dataclasses.replace(api.record, failed_version=latest, failed_reason=message)
         api.fallback = api.versions.get(previous) or load_version(self.store, self.paths.snapshots, api.name,
