@@ -89,7 +89,7 @@ def test_init_failure_is_an_error_with_its_traceback_never_a_hot_loop(berth: Ber
     project = write_project(tmp_path / "broken", echo_spec("broken"), broken)
     result = berth.run("deploy", str(project), "--wait", check=False)
     assert result.returncode == 6
-    assert "broken is error: FileNotFoundError: model.pkl is missing" in result.stderr
+    assert "broken failed to start: FileNotFoundError: model.pkl is missing" in result.stderr
     assert 'raise FileNotFoundError("model.pkl is missing")' in result.stderr
     api = berth.get("broken")
     assert api["status"] == "error" and "model.pkl is missing" in api["traceback"]
@@ -189,7 +189,7 @@ def test_endpoint_taken_by_another_api_is_refused(berth: Berth, tmp_path: Path) 
     other = echo_spec("second", extra="  networking: {endpoint: /first}\n")
     result = berth.run("deploy", str(write_project(tmp_path / "b", other, ECHO)), check=False)
     assert result.returncode == 4
-    assert "endpoint /first of 'second' is already used by API 'first'" in result.stderr
+    assert "networking.endpoint: /first is already used by the deployed API 'first'" in result.stderr
     assert [api["name"] for api in berth.get()] == ["first"]
 
 
