@@ -40,7 +40,7 @@ def deploy(obj: CLIContext, path: Path, wait: bool, timeout: float, output: str,
     spec = _load(obj, path)
     obj.ensure_running()
     _refuse_taken_endpoints(obj, spec)
-    changes = obj.backend().deploy(spec)
+    changes = obj.backend().deploy(spec, verify=wait)
     names = [api.name for api in spec.apis]
     if output != "json":
         for change in changes:
