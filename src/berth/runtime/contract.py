@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypedDict
 
 MODULE = "berth.runtime"
 SPEC_FILE = "spec.json"
@@ -77,6 +78,7 @@ class ReplicaArgs:
     model_cache: Path | None = None  # where remote models are mirrored
     replica_id: str = DEFAULT_REPLICA_ID
     process_index: int = 0
+    version: str | None = None  # the API version served, reported by GET /stats
 
     def to_argv(self) -> list[str]:
         argv = ["--spec", str(self.spec), "--project", str(self.project), "--socket-dir", str(self.socket_dir)]
@@ -90,6 +92,8 @@ class ReplicaArgs:
             argv += ["--replica-id", self.replica_id]
         if self.process_index != 0:
             argv += ["--process-index", str(self.process_index)]
+        if self.version is not None:
+            argv += ["--version", self.version]
         return argv
 
     def command(self, python: str) -> list[str]:
@@ -103,7 +107,7 @@ class ReplicaArgs:
         args = _parser().parse_args(argv)
         return cls(spec=args.spec, project=args.project, socket_dir=args.socket_dir, port=args.port,
                    host=args.host, model_cache=args.model_cache, replica_id=args.replica_id,
-                   process_index=args.process_index)
+                   process_index=args.process_index, version=args.version)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,4 +121,67 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-cache", type=Path, default=None, help="where remote models are mirrored")
     parser.add_argument("--replica-id", default=DEFAULT_REPLICA_ID)
     parser.add_argument("--process-index", type=int, default=0)
+    parser.add_argument("--version", default=None, help="the API version served (reported by GET /stats)")
     return parser
+
+
+# --- GET /stats: what each replica process reports to the daemon's collector ----------------------
+#
+# Every replica process answers `GET /stats` on its own socket with `ReplicaStats` as JSON, cumulative
+# since that process started; the daemon turns readings into deltas per `incarnation` (a restarted
+# process starts from zero under a new incarnation). Histograms are `berth.observability.histogram`'s
+# `as_json()` (bounds, counts non-cumulative with +Inf last, sum, count).
+
+STATS_PATH = "/stats"
+MAX_CLASSES = 100  # distinct labels counted per process; later new labels are counted as OTHER_CLASS
+OTHER_CLASS = "__other__"
+
+
+def _log_symmetric_bounds() -> tuple[float, ...]:
+    """1e-3 .. 1e6 in steps of 1, 2.5, 5 per decade, mirrored below zero, with 0 in the middle: no fixed
+    set of bounds fits every regression model, and this one keeps a relative resolution of ~2.5x over
+    nine decades on either side of zero."""
+    positive = [float(f"{mantissa}e{exponent}") for exponent in range(-3, 6) for mantissa in ("1", "2.5", "5")]
+    positive.append(1e6)
+    return (*(-bound for bound in reversed(positive)), 0.0, *positive)
+
+
+PREDICTION_VALUE_BOUNDS: tuple[float, ...] = _log_symmetric_bounds()
+
+
+class HistogramJSON(TypedDict):
+    """`Histogram.as_json()`."""
+
+    bounds: list[float]
+    counts: list[int]  # one more than bounds: the last is +Inf
+    sum: float
+    count: int
+
+
+class ValuesJSON(HistogramJSON):
+    """A regression API's predicted values: the histogram (PREDICTION_VALUE_BOUNDS) plus the extremes
+    seen (None until a value was)."""
+
+    min: float | None
+    max: float | None
+
+
+class PredictionStats(TypedDict):
+    model_type: Literal["classification", "regression"]
+    key: str | None
+    classes: dict[str, int]  # classification: count per str(label); {} for regression
+    values: ValuesJSON | None  # regression; None for classification
+    wrong_type: int  # predictions that were not of the expected type (logged once per process)
+
+
+class ReplicaStats(TypedDict):
+    incarnation: str  # "<pid>-<process start time>": changes whenever the process is a new one
+    process: int  # the process index within its replica
+    version: str | None  # the API version the replica serves, when the control plane passed it
+    init_seconds: float | None  # the predictor's __init__ (and init_thread) time; None until loaded
+    predict: HistogramJSON  # LATENCY_BOUNDS: seconds the predictor call took (one per call/batch)
+    batch_size: HistogramJSON  # BATCH_SIZE_BOUNDS (server-side batching only; empty otherwise)
+    batch_wait: HistogramJSON  # BATCH_WAIT_BOUNDS
+    requests: dict[str, int]  # {"2XX": n, "4XX": n, "5XX": n}
+    in_flight: int  # predict requests being handled at the time of the reading (a gauge)
+    predictions: PredictionStats | None  # None when the spec has no `monitoring`
