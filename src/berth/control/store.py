@@ -74,6 +74,35 @@ CREATE TABLE IF NOT EXISTS gateway_counters (
     incarnation TEXT NOT NULL,
     counters TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS request_history (
+    api TEXT NOT NULL,
+    start REAL NOT NULL,
+    seconds INTEGER NOT NULL,
+    code_2xx INTEGER NOT NULL,
+    code_4xx INTEGER NOT NULL,
+    code_5xx INTEGER NOT NULL,
+    seconds_sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    latency TEXT,
+    replicas_ready INTEGER NOT NULL,
+    replicas_desired INTEGER NOT NULL,
+    in_flight_sum REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY (api, start, seconds)
+);
+CREATE TABLE IF NOT EXISTS prediction_history (
+    api TEXT NOT NULL,
+    start REAL NOT NULL,
+    seconds INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (api, start, seconds)
+);
+CREATE TABLE IF NOT EXISTS monitoring_baselines (
+    api TEXT PRIMARY KEY,
+    since REAL NOT NULL,
+    until REAL NOT NULL,
+    pinned_at REAL NOT NULL
+);
 """
 
 
@@ -199,6 +228,9 @@ class Store:
             db.execute("DELETE FROM recommendations WHERE api = ?", (name,))
             db.execute("DELETE FROM decisions WHERE api = ?", (name,))
             db.execute("DELETE FROM request_stats WHERE api = ?", (name,))
+            db.execute("DELETE FROM request_history WHERE api = ?", (name,))
+            db.execute("DELETE FROM prediction_history WHERE api = ?", (name,))
+            db.execute("DELETE FROM monitoring_baselines WHERE api = ?", (name,))
 
     def versions(self, api: str, limit: int = 10) -> list[tuple[str, float]]:
         """(version, deployed at) of an API's deployed versions, newest first."""
@@ -276,6 +308,21 @@ class Store:
             db.executemany("INSERT INTO gateway_counters VALUES (?, ?, ?)",
                            [(worker, incarnation, json.dumps(counters))
                             for worker, (incarnation, counters) in seen.items()])
+
+    # --- prediction monitoring baseline ---------------------------------------------------------
+    def pin_baseline(self, api: str, since: float, until: float, at: float) -> None:
+        self.db.execute("INSERT INTO monitoring_baselines VALUES (?, ?, ?, ?) ON CONFLICT(api) DO UPDATE SET "
+                        "since=excluded.since, until=excluded.until, pinned_at=excluded.pinned_at",
+                        (api, since, until, at))
+
+    def baseline(self, api: str) -> tuple[float, float, float] | None:
+        """(since, until, pinned at) of the reference window the user pinned, if any."""
+        row = self.db.execute("SELECT since, until, pinned_at FROM monitoring_baselines WHERE api = ?",
+                              (api,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def clear_baseline(self, api: str) -> None:
+        self.db.execute("DELETE FROM monitoring_baselines WHERE api = ?", (api,))
 
     # --- events -------------------------------------------------------------------------------
     def add_event(self, api: str, kind: str, message: str, at: float) -> None:
