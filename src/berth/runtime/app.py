@@ -28,6 +28,7 @@ from berth.runtime import oip
 from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher
 from berth.runtime.clients import PythonClient
+from berth.runtime.contract import STATS_PATH
 from berth.runtime.errors import (
     REQUEST_ID_KEY,
     BatchError,
@@ -40,6 +41,7 @@ from berth.runtime.errors import (
     error_response,
 )
 from berth.runtime.models import ModelCache, sources
+from berth.runtime.monitoring import PredictionMonitor
 from berth.runtime.payload import parse_payload
 from berth.runtime.remote import RemoteStore
 from berth.runtime.response import encode
@@ -63,6 +65,7 @@ class ReplicaSettings:
     replica_id: str = "local"
     process_index: int = 0
     model_cache: Path | None = None  # where remote models are mirrored (shared by every replica)
+    version: str | None = None  # the API version served, reported by GET /stats
 
     @property
     def predictor_path(self) -> Path:
@@ -94,7 +97,11 @@ class ReplicaApp:
         # a 10 ms p99 at 32 connections), and buys no concurrency.
         self.inline = threads == 1
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="predict")
-        self.metrics = ReplicaMetrics(settings.api.name)
+        self.metrics = ReplicaMetrics(settings.api.name, settings.process_index, settings.version)
+        monitoring = settings.api.monitoring
+        self.monitor = None if monitoring is None else PredictionMonitor(
+            settings.api.name, monitoring.model_type, monitoring.key)
+        self.metrics.predictions = self.monitor
         self._ids = itertools.count()
         self._id_prefix = f"{settings.replica_id}-{settings.process_index}-{os.getpid()}"
         self._loading: asyncio.Task[None] | None = None
@@ -102,6 +109,7 @@ class ReplicaApp:
             Route("/healthz", self._healthz),
             Route("/readyz", self._readyz),
             Route("/metrics", self._metrics),
+            Route(STATS_PATH, self._stats),
             Route("/", self._info, methods=["GET"]),
             *oip.routes(self),
         ], exception_handlers={404: self._http_error, 405: self._http_error, Exception: self._crashed})
@@ -156,8 +164,9 @@ class ReplicaApp:
             if self.on_fatal:
                 self.on_fatal(exc)
             return
+        self.metrics.init_seconds = time.perf_counter() - started
         self.ready = True
-        log.info("predictor ready in %.2fs", time.perf_counter() - started)
+        log.info("predictor ready in %.2fs", self.metrics.init_seconds)
 
     def _load_sync(self) -> None:
         settings = self.settings
@@ -206,11 +215,11 @@ class ReplicaApp:
             request_id = given.decode("ascii")
         else:
             request_id = f"{self._id_prefix}-{next(self._ids)}"
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             status = await self._predict(scope, receive, send, content_type, request_id)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
         self.metrics.observe(status, time.perf_counter() - started)
 
     async def _predict(self, scope: Scope, receive: Receive, send: Send,
@@ -241,16 +250,29 @@ class ReplicaApp:
             status = encoded.status_code
         else:
             status = await _send(send, 200, encoded[0], encoded[1], request_id)
+        if self.monitor is not None:
+            self.monitor.observe(result)  # after the response is sent: the client does not wait for it
         if self.post_worker is not None:
             self.post_worker.submit({"query_params": {}, "headers": {}, **values, "response": result}, request_id)
         return status
 
     async def _call(self, predict: loader.BoundMethod, values: dict[str, Any]) -> Any:
-        if predict.is_async:
-            return await predict.call(values)
-        if self.inline:
-            return predict.call(values)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, predict.call, values)
+        """The predictor call (one request, or one batch), timed into the predict histogram."""
+        observe = self.metrics.predict.observe
+        if predict.is_async or self.inline:
+            started = time.perf_counter()
+            try:
+                return await predict.call(values) if predict.is_async else predict.call(values)
+            finally:
+                observe(time.perf_counter() - started)
+        # Timed on the pool's thread, so the hop there and back is not counted as the model's time;
+        # observed here, as the histogram belongs to the event loop's thread.
+        result, error, seconds = await asyncio.get_running_loop().run_in_executor(
+            self.executor, _timed, predict.call, values)
+        observe(seconds)
+        if error is not None:
+            raise error
+        return result
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         """Model work off the request path's thread policy: inline with one thread, else the pool."""
@@ -277,6 +299,9 @@ class ReplicaApp:
     async def _metrics(self, request: Request) -> Response:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
+    async def _stats(self, request: Request) -> Response:
+        return JSONResponse(self.metrics.stats())
+
     async def _info(self, request: Request) -> Response:
         api = self.settings.api
         info: dict[str, Any] = {"message": INFO_MESSAGE, "api": api.name, "ready": self.ready}
@@ -295,7 +320,7 @@ class ReplicaApp:
         else:
             error = RouteNotFound(
                 f"API {self.settings.api.name!r} has no route {path}; it serves POST (predict) and GET (API info) "
-                "at its endpoint, /healthz, /readyz, /metrics and the inference protocol under /v2")
+                "at its endpoint, /healthz, /readyz, /metrics, /stats and the inference protocol under /v2")
         status, body = error_response(error, request.scope.get(REQUEST_ID_KEY))
         return Response(body, status_code=status, headers=exc.headers, media_type="application/json")
 
@@ -321,6 +346,16 @@ def build_clients(api: RealtimeAPI, project: Path,
         return {"onnx_client": onnx_client}, onnx_client
     python_client = PythonClient(found, models.cache_size)
     return {"python_client": python_client}, python_client
+
+
+def _timed(call: Callable[[dict[str, Any]], Any],
+           values: dict[str, Any]) -> tuple[Any, Exception | None, float]:
+    """Run `call` and time it where it runs; an exception is handed back to be raised by the caller."""
+    started = time.perf_counter()
+    try:
+        return call(values), None, time.perf_counter() - started
+    except Exception as exc:
+        return None, exc, time.perf_counter() - started
 
 
 def _error(request: Request, exc: BaseException) -> Response:

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s [{args.replica_id}/{args.process_index}] %(message)s",
     )
     settings = ReplicaSettings(api=api, project=args.project, replica_id=args.replica_id,
-                               process_index=args.process_index, model_cache=args.model_cache)
+                               process_index=args.process_index, model_cache=args.model_cache,
+                               version=args.version)
     sockets: list[socket.socket] | None = None
     listen: dict[str, object] = {}
     if args.port is not None and args.process_index == 0:
