@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from berth.config.schema import RealtimeAPI
@@ -159,7 +160,9 @@ def test_get_returns_api_info_and_probes(client: TestClient) -> None:
     assert info["predict_args"] == ["headers", "payload", "query_params"]
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 200
-    assert "berth_replica_requests_total" in client.get("/metrics").text
+    families = {f.name for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert {"berth_replica_requests", "berth_replica_in_flight_requests", "berth_replica_request_seconds",
+            "berth_replica_predict_duration_seconds", "berth_replica_predictor_init_seconds"} <= families
 
 
 def test_one_thread_runs_init_and_every_predict(client: TestClient) -> None:
@@ -270,8 +273,10 @@ async def test_server_side_batching_gathers_concurrent_requests(tmp_path: Path, 
         failed = await asyncio.gather(client.post("/?fail=1", json=1), client.post("/", json=2))
         assert [r.status_code for r in failed] == [500, 500]
         assert "the batch broke" in failed[1].json()["error"]
-        metrics = (await client.get("/metrics")).text
-        assert "berth_replica_batch_size_count" in metrics and "berth_replica_batch_wait_seconds" in metrics
+        families = {f.name: f for f in text_string_to_metric_families((await client.get("/metrics")).text)}
+        counts = {s.name: s.value for name in ("berth_replica_batch_size", "berth_replica_batch_wait_seconds")
+                  for s in families[name].samples if s.name.endswith("_count")}
+        assert counts == {"berth_replica_batch_size_count": 3, "berth_replica_batch_wait_seconds_count": 3}
 
 
 MULTI = """
