@@ -28,12 +28,17 @@ import uvicorn
 from berth.config.units import format_duration
 from berth.control.autoscaling import AutoscalingLoop
 from berth.control.capacity import detect_capacity
+from berth.control.collector import ReplicaCollector
 from berth.control.deploy import Deployer
 from berth.control.gateways import GatewayLinks
+from berth.control.history import HistoryRecorder
 from berth.control.ledger import RequestLedger
 from berth.control.logs import RETENTION_SECONDS, collect_logs
 from berth.control.management import ManagementAPI
 from berth.control.master import EXIT_GIVE_UP
+from berth.control.metrics import BerthCollector
+from berth.control.observe import ObserveSource, observe_app
+from berth.control.observing import Observing
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler, Timeouts
 from berth.control.routing import Routing
@@ -90,10 +95,11 @@ class Daemon:
         self.settings = settings
         self.paths = settings.paths
         self.store = Store(self.paths.database)
+        self.history = HistoryRecorder(self.store, time.time)
         routes_file = self.paths.home / "routes.json"
         self.routing = Routing(settings.gateway_workers, GatewayLinks.saved_generation(routes_file))
         sockets = [self.paths.run / f"gateway-{index}.sock" for index in range(settings.gateway_workers)]
-        self.gateways = GatewayLinks(self.routing, RequestLedger(self.store), sockets, routes_file)
+        self.gateways = GatewayLinks(self.routing, RequestLedger(self.store, self.history), sockets, routes_file)
         self.reconciler = Reconciler(self.store, Supervisor(self.paths.models), self.routing, self.gateways,
                                      self.paths, env, capacity=settings.capacity or detect_capacity(),
                                      timeouts=settings.timeouts)
@@ -102,9 +108,16 @@ class Daemon:
         self.deployer = Deployer(self.store, self.reconciler, self.paths, time.time)
         self.management = ManagementAPI(self.store, self.reconciler, self.reconciler.wait_for, self.gateways,
                                         self.deployer, self.paths, self.info, self.request_stop, time.time)
+        self.collector = ReplicaCollector(self.reconciler, lambda: self.reconciler.replicas, self.history,
+                                          wake=self.reconciler.wake)
+        self.observing = Observing(self.reconciler, self.gateways, self.store, self.collector, self.history)
+        self.metrics = BerthCollector(self.observing.sources())
+        self.observe = ObserveSource(self.reconciler, self.gateways, self.store, self.metrics,
+                                     self.gateway_url)
         self.started_at = time.time()
-        self._server: _ManagementServer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._servers: list[_ManagementServer] = []
+        self._tasks: list[asyncio.Task[None]] = []  # the servers
+        self._loops: list[asyncio.Task[None]] = []  # stopped first, in reverse order of start
         self._stop = asyncio.Event()
 
     def info(self) -> dict[str, Any]:
@@ -113,6 +126,9 @@ class Daemon:
                 "host": self.settings.host, "port": self.settings.port, "started_at": self.started_at,
                 "settings": self.settings.effective()}
 
+    def gateway_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -120,11 +136,14 @@ class Daemon:
         self.paths.ensure()
         self.store.open()
         self.reconciler.load()
+        self.observing.watch_failures(self.reconciler.health)
+        self.reconciler.draining.before_stop = self.collector.final_poll_done
         self.gateways.start()
-        await self._start_management()
-        self._tasks.append(asyncio.create_task(self._housekeeping()))
-        self._tasks.append(asyncio.create_task(self.autoscaling.run()))
-        self._tasks.append(asyncio.create_task(self.reconciler.run()))
+        await self._serve(self.management.app, self.paths.socket, "management")
+        await self._serve(observe_app(self.metrics, self.observe), self.paths.observe_socket, "observe")
+        for work in (self._housekeeping(), self.observing.record_history(), self.collector.run(),
+                     self.autoscaling.run(), self.reconciler.run()):
+            self._loops.append(asyncio.create_task(work))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -148,34 +167,39 @@ class Daemon:
     async def stop(self) -> None:
         log.info("stopping: draining replicas")
         # The reconcile loop goes first, or it would replace the replicas being drained.
-        loops = [self._tasks.pop(), self._tasks.pop(), self._tasks.pop()]  # reconcile, autoscaling, housekeeping
-        for task in loops:
+        for task in reversed(self._loops):
             task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        await self.reconciler.shutdown(SHUTDOWN_TIMEOUT)
-        if self._server is not None:
-            self._server.should_exit = True
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.reconciler.shutdown(SHUTDOWN_TIMEOUT)  # drained replicas are polled a last time
+        for server in self._servers:
+            server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.gateways.stop()
+        await self.gateways.stop()  # the ledger's last deltas go to the history too
+        try:
+            self.history.flush(time.time())
+        except Exception:  # the store may be busy; the minute rows lost are the only cost
+            log.exception("saving request history failed")
         self.store.close()
         self.paths.socket.unlink(missing_ok=True)
+        self.paths.observe_socket.unlink(missing_ok=True)
         log.info("stopped")
 
-    async def _start_management(self) -> None:
-        sock = self.paths.socket
+    async def _serve(self, app: Any, sock: Path, kind: str) -> None:
         if sock.exists() or sock.is_symlink():  # we hold the lock, so a socket file here is stale
-            log.info("removing the stale management socket %s (the last daemon did not stop cleanly)", sock)
+            log.info("removing the stale %s socket %s (the last daemon did not stop cleanly)", kind, sock)
             sock.unlink(missing_ok=True)
-        config = uvicorn.Config(self.management.app, uds=str(sock), lifespan="off", log_level="warning",
-                                access_log=False, loop="none")
-        self._server = _ManagementServer(config)
+        # A dashboard's open event stream must not hold the daemon's stop for long.
+        config = uvicorn.Config(app, uds=str(sock), lifespan="off", log_level="warning",
+                                access_log=False, loop="none", timeout_graceful_shutdown=2)
+        server = _ManagementServer(config)
+        self._servers.append(server)
         old_umask = os.umask(0o177)  # the socket is created owner-only, never briefly open to others
         try:
-            self._tasks.append(asyncio.create_task(self._server.serve()))
-            while not self._server.started:
+            self._tasks.append(asyncio.create_task(server.serve()))
+            while not server.started:
                 if self._tasks[-1].done():
                     self._tasks[-1].result()
-                    raise DaemonStartError(f"the management socket {sock} could not be opened")
+                    raise DaemonStartError(f"the {kind} socket {sock} could not be opened")
                 await asyncio.sleep(0.01)
         finally:
             os.umask(old_umask)
@@ -187,6 +211,7 @@ class Daemon:
         while True:
             try:
                 await self.collect_garbage()
+                self.history.fold(time.time())  # minute rows into hours, old hours dropped
             except Exception:  # housekeeping must never take the control plane down
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from berth.control.fleet import Fleet, Timeouts
 from berth.control.gateways import GatewayLinks
 from berth.control.replica import Replica
@@ -20,6 +22,8 @@ class Draining:
         self.routing = routing
         self.gateways = gateways
         self.timeouts = timeouts
+        # Asked before SIGTERM, until it answers True: the metrics collector's last poll of the replica.
+        self.before_stop: Callable[[Replica], bool] = lambda replica: True
 
     def request_stop(self, replica: Replica, now: float) -> None:
         if replica.phase in (Phase.DRAINING, Phase.STOPPING):
@@ -35,7 +39,8 @@ class Draining:
         for replica in list(self.fleet.replicas.values()):
             if replica.phase is Phase.DRAINING and replica.stop_requested_at is not None:
                 held = self.gateways.in_flight_of(replica.id, since=self.routing.left_at.get(replica.id, 0))
-                if held == 0 or now - replica.stop_requested_at >= self.timeouts.drain:
+                if ((held == 0 or now - replica.stop_requested_at >= self.timeouts.drain)
+                        and self.before_stop(replica)):
                     self.supervisor.terminate(replica, now)
             elif (replica.phase is Phase.STOPPING and replica.signalled_at is not None
                   and now - replica.signalled_at >= self.timeouts.stop):

@@ -34,6 +34,7 @@ class WorkerStats:
     pid: int
     loads: dict[str, int] = field(default_factory=dict)
     replicas: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)  # of `loads`: waiting for a replica (scale from zero)
 
 
 class GatewayLink:
@@ -91,7 +92,8 @@ class GatewayLink:
             apis = message.get("apis", {})
             self.stats = WorkerStats(generation=int(message["generation"]), pid=int(message["pid"]),
                                      loads={api: int(v["load"]) for api, v in apis.items()},
-                                     replicas={r: int(n) for r, n in message.get("replicas", {}).items()})
+                                     replicas={r: int(n) for r, n in message.get("replicas", {}).items()},
+                                     held={api: int(v.get("held") or 0) for api, v in apis.items()})
             self.links.ledger.observe(self.index, str(message["incarnation"]),
                                       {api: v["counters"] for api, v in apis.items()})
             for api, values in apis.items():
@@ -166,6 +168,14 @@ class GatewayLinks:
             for api, load in report.loads.items():
                 loads[api] = loads.get(api, 0) + load
         return loads
+
+    def held(self) -> dict[str, int]:
+        """Requests held per API across workers (counted in `loads` too)."""
+        held: dict[str, int] = {}
+        for report in (link.stats for link in self.connected if link.stats is not None):
+            for api, count in report.held.items():
+                held[api] = held.get(api, 0) + count
+        return held
 
     def load(self, api: str) -> int:
         return (self.loads() or {}).get(api, 0)

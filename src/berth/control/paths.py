@@ -26,6 +26,11 @@ class Paths:
         return self.home / "berth.sock"
 
     @property
+    def observe_socket(self) -> Path:
+        """The daemon's read-only app (metrics, dashboard), which the gateway proxies /_berth/ to."""
+        return self.run / "observe.sock"
+
+    @property
     def database(self) -> Path:
         return self.home / "state.db"
 
