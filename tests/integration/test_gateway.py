@@ -2,7 +2,7 @@
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,8 +19,7 @@ pytestmark = pytest.mark.anyio
 @asynccontextmanager
 async def gateway(max_body_size: int = 1 << 20) -> AsyncIterator[tuple[Gateway, str]]:
     routes = RoutingTable()
-    admin: Callable[[str], tuple[int, bytes, bytes]] = lambda path: (200, b"ok", b"text/plain")  # noqa: E731
-    gw = Gateway(routes, GatewaySettings(max_body_size=max_body_size), admin)
+    gw = Gateway(routes, GatewaySettings(max_body_size=max_body_size))
     await gw.start("127.0.0.1", 0)
     assert gw.server is not None
     port = gw.server.sockets[0].getsockname()[1]
@@ -233,7 +232,7 @@ async def test_serves_a_listening_socket_handed_over() -> None:
     listening.bind(("127.0.0.1", 0))
     listening.listen()
     port = listening.getsockname()[1]
-    gw = Gateway(RoutingTable(), GatewaySettings(), lambda path: (200, b"ok", b"text/plain"))
+    gw = Gateway(RoutingTable(), GatewaySettings())
     await gw.start(sock=listening)
     try:
         async with httpx.AsyncClient() as client:

@@ -133,8 +133,7 @@ def _ready(server: uvicorn.Server, app: ReplicaApp) -> bool:
 @asynccontextmanager
 async def stack(tmp_path: Path, settings: GatewaySettings | None = None, count: int = 1) -> AsyncIterator[Stack]:
     async with replicas(tmp_path, count) as sockets:
-        gateway = Gateway(RoutingTable(), settings or GatewaySettings(max_body_size=1 << 20),
-                          lambda path: (200, b"admin ok", b"text/plain"))
+        gateway = Gateway(RoutingTable(), settings or GatewaySettings(max_body_size=1 << 20))
         await gateway.start("127.0.0.1", 0)
         assert gateway.server is not None
         port = gateway.server.sockets[0].getsockname()[1]

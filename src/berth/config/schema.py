@@ -248,6 +248,16 @@ class Networking(Model):
     # new: seconds the gateway waits for a replica's response before answering 504; generous,
     # since predictions can be long
     timeout: Duration = 600.0
+    # new: the fraction of requests the gateway writes a line for in logs/<api>/requests-<worker>.log
+    request_log_sample_rate: float = 1.0
+
+    @field_validator("request_log_sample_rate")
+    @classmethod
+    def _sample_rate(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"expected a fraction of requests from 0 (none) to 1 (every request), "
+                             f"such as 0.1 for one in ten (got {value:g})")
+        return value
 
     @field_validator("timeout")
     @classmethod

@@ -100,7 +100,8 @@ class Reconciler:
         self.routing.configure(api.name, api.spec.endpoint, scaling.max_replica_concurrency,
                                holds=scaling.min_replicas == 0, hold_limit=scaling.scale_from_zero_queue,
                                hold_timeout=scaling.scale_from_zero_timeout,
-                               timeout=api.spec.networking.timeout)
+                               timeout=api.spec.networking.timeout,
+                               request_log_sample_rate=api.spec.networking.request_log_sample_rate)
         self.wake()
 
     def remove(self, name: str) -> None:

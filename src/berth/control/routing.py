@@ -26,13 +26,15 @@ class Routing:
         self.established = False
 
     def configure(self, api: str, endpoint: str, max_replica_concurrency: int, *, holds: bool,
-                  hold_limit: int, hold_timeout: float, timeout: float) -> None:
+                  hold_limit: int, hold_timeout: float, timeout: float,
+                  request_log_sample_rate: float = 1.0) -> None:
         """Settings of an API's route; its targets stay. Per-API limits are shared out between workers."""
         current = self.entries.get(api)
         entry = RouteEntry(api=api, endpoint=endpoint, timeout=timeout, holds=holds, hold_timeout=hold_timeout,
                            max_replica_concurrency=math.ceil(max_replica_concurrency / self.workers),
                            hold_limit=math.ceil(hold_limit / self.workers),
-                           targets=current.targets if current else ())
+                           targets=current.targets if current else (),
+                           request_log_sample_rate=request_log_sample_rate)
         if entry != current:
             self.entries[api] = entry
             self.generation += 1

@@ -18,10 +18,15 @@ def main() -> int:
     parser.add_argument("--control-socket", type=Path, required=True)
     parser.add_argument("--routes-file", type=Path, required=True)
     parser.add_argument("--settings", default="{}", help="GatewaySettings fields as JSON")
+    parser.add_argument("--observe-socket", type=Path, default=None,
+                        help="the daemon's read-only app; default: observe.sock beside the control socket")
+    parser.add_argument("--request-logs", type=Path, default=None, help="default: HOME/logs")
     args = parser.parse_args()
     settings = WorkerSettings(listen_fd=args.listen_fd, control_socket=args.control_socket,
                               routes_file=args.routes_file, index=args.index, lifeline_fd=args.lifeline_fd,
-                              gateway=_gateway_settings(json.loads(args.settings)))
+                              gateway=_gateway_settings(json.loads(args.settings)),
+                              observe_socket=args.observe_socket or args.control_socket.parent / "observe.sock",
+                              request_logs=args.request_logs or args.home / "logs")
     run(settings)
     return 0
 

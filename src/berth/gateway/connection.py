@@ -13,6 +13,7 @@ import functools
 import math
 from collections import deque
 from collections.abc import Callable
+from random import random
 from time import monotonic
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from berth.gateway.http import (
     request_head,
 )
 from berth.gateway.reader import Reading, RequestReader
-from berth.gateway.routes import Route
+from berth.gateway.routes import Route, Upstream
 from berth.gateway.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -112,13 +113,17 @@ class ClientConnection(asyncio.Protocol):
             self.timer = None
         self.reader.stop()
         self.pending.clear()
-        if self.held is not None:
-            self.held.cancel()
-            self.held = None
+        now = monotonic()
+        held, self.held = self.held, None
+        if held is not None:
+            held.cancel()
+            self._record(held.route, held.request, 499, now - held.since, now, "client-gone", None)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.release()
-            exchange.route.stats.record(499, monotonic() - exchange.started)  # nginx: client closed
+            # nginx's 499: the client closed the connection before its answer was complete
+            self._record(exchange.route, exchange.request, 499, now - exchange.started, now, "client-gone",
+                         exchange.upstream.target.replica_id)
             if exchange.connection is not None:
                 exchange.connection.abandon()  # mid-response it cannot be reused
 
@@ -173,34 +178,35 @@ class ClientConnection(asyncio.Protocol):
             elif self.client_eof:
                 self._close()
 
-    def _dispatch(self, request: ParsedRequest, now: float = 0.0, held_since: float = 0.0) -> None:
+    def _dispatch(self, request: ParsedRequest, now: float = 0.0) -> None:
         if request.error is not None:
             self._answer_error(request)
             return
         path = request.path.decode("latin-1")
         route, subpath = self.gateway.routes.resolve(path)
         if route is None:
-            self._answer_locally(request, path)
+            self._answer_locally(request, path, now)
             return
         if not route.upstreams:
             if route.holds:
-                self._hold(route, request, held_since or now or monotonic())
+                self._hold(route, request)
                 return
-            route.stats.record(503, 0.0)
-            self._answer(request, 503, f"API {route.api!r} has no ready replica yet; see `berth get {route.api}`",
-                         b"no-ready-replica")
+            self._turn_away(route, request, 503, f"API {route.api!r} has no ready replica yet; see "
+                            f"`berth get {route.api}`", "no-ready-replica")
             return
         if not route.admits():
-            route.stats.record(503, monotonic() - held_since if held_since else 0.0)
-            self._answer(request, 503, f"API {route.api!r} is at max_replica_concurrency "
-                         f"({route.max_replica_concurrency} per replica, {route.ready_replicas} ready); "
-                         "retry later or raise max_replica_concurrency", b"max-replica-concurrency")
+            self._turn_away(route, request, 503, f"API {route.api!r} is at max_replica_concurrency "
+                            f"({route.max_replica_concurrency} per replica, {route.ready_replicas} ready); "
+                            "retry later or raise max_replica_concurrency", "max-replica-concurrency")
             return
         upstream = route.pick()
         assert upstream is not None
         target = subpath.encode("latin-1") + (b"?" + request.query if request.query else b"")
+        self._start(route, upstream, request, target, now)
+
+    def _start(self, route: Route, upstream: Upstream, request: ParsedRequest, target: bytes, now: float) -> None:
         exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
-                            now or monotonic(), held_since)
+                            now or monotonic())
         self.exchange = exchange
         if route.timeout < self.shortest_timeout:
             self._arm(exchange.deadline)
@@ -229,10 +235,7 @@ class ClientConnection(asyncio.Protocol):
                     return
                 if exchange.move_to_another():
                     continue
-                self._finish(exchange, 503)
-                self._answer(exchange.request, 503, f"no replica of API {exchange.route.api!r} accepted "
-                             "a connection", b"replica-unreachable")
-                self._pump()
+                self._unreachable(exchange)
                 return
             if self.exchange is not exchange or self.closing:
                 connection.park()  # never used: as good as any pooled connection
@@ -240,13 +243,37 @@ class ClientConnection(asyncio.Protocol):
                 self._send(exchange, connection)
             return
 
-    def _finish(self, exchange: Exchange, status: int) -> float:
+    def _unreachable(self, exchange: Exchange) -> None:
+        if exchange.route is self.gateway.observe:
+            reason = "control-plane-unavailable"
+            message = (f"the berth daemon does not answer on {exchange.upstream.target.socket_path}, so "
+                       f"{exchange.request.path.decode('latin-1')} cannot be served; the gateway keeps serving "
+                       "APIs meanwhile. See `berth cluster status`, or the daemon's log in BERTH_HOME/daemon.log")
+        else:
+            reason = "replica-unreachable"
+            message = f"no replica of API {exchange.route.api!r} accepted a connection"
+        self._finish(exchange, 503, reason, None)
+        self._answer(exchange.request, 503, message, reason.encode())
+        self._pump()
+
+    def _finish(self, exchange: Exchange, status: int, reason: str | None, replica: str | None) -> float:
         """End the exchange in flight: counts released once, the outcome recorded."""
         self.exchange = None
         exchange.release()
         now = monotonic()
-        exchange.route.stats.record(status, now - exchange.started)
+        self._record(exchange.route, exchange.request, status, now - exchange.started, now, reason, replica)
         return now
+
+    def _record(self, route: Route, request: ParsedRequest, status: int, seconds: float, now: float,
+                reason: str | None, replica: str | None) -> None:
+        """Count a request's outcome, and write its log line when it is sampled."""
+        route.stats.record(status, seconds, reason)
+        rate = route.log_rate
+        if rate and (rate >= 1.0 or random() < rate):
+            log = self.gateway.request_log
+            if log is not None:
+                log.pending.append((route.api, now, request.request_id, request.method, request.path, status,
+                                    seconds, replica, reason))
 
     # --- ResponseSink (called by the upstream connection) -------------------------------------
     def forward(self, data: bytes) -> None:
@@ -260,7 +287,8 @@ class ClientConnection(asyncio.Protocol):
         self.exchange = None
         exchange.release()
         now = self.idle_since = monotonic()
-        exchange.route.stats.record(status, now - exchange.started)
+        self._record(exchange.route, exchange.request, status, now - exchange.started, now, None,
+                     exchange.upstream.target.replica_id)
         self.idle_limit = self.settings.keep_alive_timeout
         if not keep_alive:
             self._close()
@@ -276,10 +304,12 @@ class ClientConnection(asyncio.Protocol):
             # The replica died before reading the request (broken pipe, or reset with it unread).
             self.loop.create_task(self._connect(exchange))
             return
-        self._finish(exchange, 502)
+        replica = exchange.upstream.target.replica_id
         if responded:
+            self._finish(exchange, 502, None, replica)
             self._close()  # part of the response went out: only closing tells the client it is cut
             return
+        self._finish(exchange, 502, "replica-connection-lost", replica)
         self._answer(exchange.request, 502, "the replica closed the connection before answering; the request "
                      "was not retried because it had already been sent", b"replica-connection-lost")
         self._pump()
@@ -338,7 +368,7 @@ class ClientConnection(asyncio.Protocol):
     def _upstream_timeout(self, exchange: Exchange) -> None:
         connection = exchange.connection
         responded = connection is not None and connection.responded
-        self._finish(exchange, 504)
+        self._finish(exchange, 504, None if responded else "upstream-timeout", exchange.upstream.target.replica_id)
         if connection is not None:
             connection.abandon()  # the replica may still answer: that connection can never be reused
         if responded:
@@ -349,15 +379,14 @@ class ClientConnection(asyncio.Protocol):
         self._pump()
 
     # --- scale from zero ----------------------------------------------------------------------
-    def _hold(self, route: Route, request: ParsedRequest, now: float) -> None:
+    def _hold(self, route: Route, request: ParsedRequest) -> None:
         """Wait for a replica of an API scaled to zero, within the queue bound and the timeout."""
         if len(route.waiting) >= route.hold_limit:
-            route.stats.record(503, 0.0)
-            self._answer(request, 503, f"API {route.api!r} is starting a replica and already holds "
-                         f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
-                         b"scale-from-zero-queue-full")
+            self._turn_away(route, request, 503, f"API {route.api!r} is starting a replica and already holds "
+                            f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
+                            "scale-from-zero-queue-full")
             return
-        held = Held(self, route, request, now)
+        held = Held(self, route, request, request.started or monotonic())
         self.held = held
         route.waiting.append(held)
         held.timer = self.loop.call_later(route.hold_timeout, held.expire)
@@ -367,7 +396,7 @@ class ClientConnection(asyncio.Protocol):
         if self.held is not held or self.closing:
             return
         self.held = None
-        self._dispatch(held.request, 0.0, held.since)
+        self._dispatch(held.request)
         self._pump()
 
     def expire_held(self, held: Held, message: str | None) -> None:
@@ -378,37 +407,57 @@ class ClientConnection(asyncio.Protocol):
         route = held.route
         if message is None:
             text, reason = (f"no replica of API {route.api!r} became ready within {route.hold_timeout:g}s "
-                            f"(scale_from_zero_timeout); see `berth get {route.api}`"), b"scale-from-zero-timeout"
+                            f"(scale_from_zero_timeout); see `berth get {route.api}`"), "scale-from-zero-timeout"
         else:
-            text, reason = f"the replica of API {route.api!r} failed to start: {message}", b"replica-failed-to-start"
-        route.stats.record(503, monotonic() - held.since)
-        self._answer(held.request, 503, text, reason)
+            text, reason = f"the replica of API {route.api!r} failed to start: {message}", "replica-failed-to-start"
+        now = monotonic()
+        self._record(route, held.request, 503, now - held.since, now, reason, None)
+        self._answer(held.request, 503, text, reason.encode())
         self._pump()
 
     # --- answers the gateway writes itself --------------------------------------------------
     def _answer(self, request: ParsedRequest, status: int, message: str, reason: bytes) -> None:
         self._write_local(request, status, error_body(message, request.request_id), b"application/json", reason)
 
-    def _answer_locally(self, request: ParsedRequest, path: str) -> None:
-        if path.startswith("/_berth/"):
-            answer = self.gateway.admin(path)
-            if answer is None:
-                self._answer(request, 404, f"the gateway serves no {path}; it serves /_berth/healthz and "
-                             "/_berth/metrics", b"no-such-endpoint")
-                return
-            status, body, content_type = answer
-            self._write_local(request, status, body, content_type, None)
+    def _turn_away(self, route: Route, request: ParsedRequest, status: int, message: str, reason: str) -> None:
+        """An API's request the gateway answers itself, counted under its reason."""
+        now = monotonic()
+        self._record(route, request, status, now - (request.started or now), now, reason, None)
+        self._answer(request, status, message, reason.encode())
+
+    def _answer_locally(self, request: ParsedRequest, path: str, now: float) -> None:
+        if path.startswith("/_berth/") or path == "/_berth":
+            self._berth(request, path, now)
             return
         endpoints = sorted(self.gateway.routes.by_endpoint)
         message = f"no API is deployed at {path}; deployed endpoints: {', '.join(endpoints) or 'none'}"
         self._answer(request, 404, message, b"no-such-endpoint")
 
+    def _berth(self, request: ParsedRequest, path: str, now: float) -> None:
+        """berth's own pages: the health check here, everything else read-only from the daemon."""
+        if request.method not in (b"GET", b"HEAD"):
+            message = f"{path} is read-only: it answers GET and HEAD, not {request.method.decode('latin-1')}"
+            self._write_local(request, 405, error_body(message, request.request_id), b"application/json",
+                              b"method-not-allowed", b"allow: GET, HEAD\r\n")
+            return
+        if path == "/_berth/healthz":
+            self._write_local(request, 200, b"ok", b"text/plain", None)
+            return
+        observe = self.gateway.observe
+        if observe is None:
+            self._answer(request, 503, f"this gateway has no daemon to ask for {path}; it serves only "
+                         "/_berth/healthz itself", b"control-plane-unavailable")
+            return
+        # The daemon's observe app sees the path and query as the client sent them.
+        target = request.path + (b"?" + request.query if request.query else b"")
+        self._start(observe, observe.upstreams[0], request, target, now)
+
     def _write_local(self, request: ParsedRequest, status: int, body: bytes, content_type: bytes,
-                     reason: bytes | None) -> None:
+                     reason: bytes | None, extra: bytes = b"") -> None:
         if self.closing or self.transport is None:
             return
         self.transport.write(local_response(status, body, content_type, request.request_id, reason,
-                                            request.keep_alive, request.http10, request.is_head))
+                                            request.keep_alive, request.http10, request.is_head, extra))
         if not request.keep_alive:
             self._close()
 

@@ -44,6 +44,7 @@ class RouteEntry:
     hold_timeout: float = 0.0
     timeout: float = 600.0
     targets: tuple[Target, ...] = ()
+    request_log_sample_rate: float = 1.0  # networking.request_log_sample_rate
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -64,7 +65,18 @@ class RouteEntry:
                    holds=_typed(data, "holds", bool), hold_limit=_typed(data, "hold_limit", int),
                    hold_timeout=float(_typed(data, "hold_timeout", (int, float))),
                    timeout=float(_typed(data, "timeout", (int, float))),
-                   targets=tuple(Target(replica, sock) for replica, sock in targets))
+                   targets=tuple(Target(replica, sock) for replica, sock in targets),
+                   request_log_sample_rate=_sample_rate(data))
+
+
+def _sample_rate(data: dict[str, Any]) -> float:
+    """Optional: a table saved by an older daemon has none, and means every request."""
+    if "request_log_sample_rate" not in data:
+        return 1.0
+    rate = float(_typed(data, "request_log_sample_rate", (int, float)))
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"route field 'request_log_sample_rate' must be from 0 to 1, not {rate!r}")
+    return rate
 
 
 def _typed(data: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -120,6 +132,7 @@ class RouteApplier:
             route = self.routes.upsert(entry.api, entry.endpoint, entry.max_replica_concurrency)
             route.hold_requests(entry.holds, entry.hold_limit, entry.hold_timeout)
             route.timeout = entry.timeout
+            route.log_rate = entry.request_log_sample_rate
             self.retired.extend(route.set_targets(entry.targets))
         self.generation = generation
         self.retired = [u for u in self.retired if u.in_flight > 0]
@@ -136,7 +149,7 @@ class RouteApplier:
         for upstream in [*self.retired, *(u for r in self.routes.by_api.values() for u in r.upstreams)]:
             replica = upstream.target.replica_id
             replicas[replica] = replicas.get(replica, 0) + upstream.in_flight
-        apis = {name: {"load": route.load, "held": len(route.waiting), "counters": asdict(route.stats)}
+        apis = {name: {"load": route.load, "held": len(route.waiting), "counters": route.stats.counters()}
                 for name, route in self.routes.by_api.items()}
         return {"op": "stats", "generation": self.generation, "incarnation": incarnation, "pid": os.getpid(),
                 "apis": apis, "replicas": replicas}

@@ -20,15 +20,14 @@ if TYPE_CHECKING:
 class Exchange:
     __slots__ = ("connection", "data", "deadline", "released", "request", "route", "started", "tried", "upstream")
 
-    def __init__(self, route: Route, upstream: Upstream, request: ParsedRequest, data: bytes, now: float,
-                 held_since: float = 0.0) -> None:
+    def __init__(self, route: Route, upstream: Upstream, request: ParsedRequest, data: bytes, now: float) -> None:
         self.route = route
         self.upstream = upstream
         self.request = request
         self.data = data
-        # A request held for a replica to start counts its wait in its time (what its client saw);
-        # its networking.timeout starts only when it is sent.
-        self.started = held_since or now
+        # Timed from the moment its head began to arrive, so a request held for a replica to start
+        # counts its wait in its time (what its client saw); its networking.timeout starts only when sent.
+        self.started = request.started or now
         self.deadline = now + route.timeout
         self.tried: list[Upstream] | None = None
         self.connection: UpstreamConnection | None = None

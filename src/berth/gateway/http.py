@@ -72,6 +72,7 @@ class ParsedRequest:
     error: Rejection | None = None
     is_head: bool = False
     forwarded_host: bytes = b""  # a trusted proxy's X-Forwarded-Host, kept over our Host
+    started: float = 0.0  # monotonic time its head began to arrive: its recorded latency counts from here
 
 
 def rejected(rejection: Rejection, request_id: bytes, method: bytes = b"GET", http10: bool = False) -> ParsedRequest:
@@ -91,10 +92,11 @@ def request_head(request: ParsedRequest, target: bytes) -> bytes:
 
 
 def local_response(status: int, body: bytes, content_type: bytes, request_id: bytes, reason: bytes | None,
-                   keep_alive: bool, http10: bool, head: bool) -> bytes:
-    """A response the gateway writes itself; to HEAD it keeps the length and drops the body."""
-    lines = [status_line(status), b"content-type: %s\r\ncontent-length: %d\r\nx-request-id: %s\r\n" % (
-        content_type, len(body), request_id)]
+                   keep_alive: bool, http10: bool, head: bool, extra: bytes = b"") -> bytes:
+    """A response the gateway writes itself; to HEAD it keeps the length and drops the body.
+    `extra`: more header lines, each ending with CRLF."""
+    lines = [status_line(status), b"content-type: %s\r\ncontent-length: %d\r\nx-request-id: %s\r\n%s" % (
+        content_type, len(body), request_id, extra)]
     if reason:
         lines.append(b"x-berth-reason: %s\r\n" % reason)
     if not keep_alive:

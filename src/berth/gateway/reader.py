@@ -222,11 +222,11 @@ class RequestReader:
         method = parser.get_method()
         body = self.body
         # Positional: this runs once per request (method, path, query, host, headers, body, keep_alive,
-        # http10, request_id, forwarded, error, is_head, forwarded_host).
+        # http10, request_id, forwarded, error, is_head, forwarded_host, started).
         return ParsedRequest(
             method, path, query, host, headers, body[0] if len(body) == 1 else b"".join(body), keep_alive,
             self.http10, self.request_id or sink.new_request_id(), forwarded, None, method == b"HEAD",
-            self.client_host or b"")
+            self.client_host or b"", self.head_started)
 
     def _target(self) -> tuple[bytes, bytes, bytes] | None:
         """Path, query and Host; an absolute-form target names the host itself (RFC 9112 §3.2.2)."""

@@ -77,6 +77,7 @@ class Route:
         self.ready_replicas = 0
         self.in_flight = 0
         self.stats = APIStats()
+        self.log_rate = 1.0  # networking.request_log_sample_rate: the share of requests written to its log
         self._next = 0
         # Scale from zero: requests wait here until a replica is ready (or fails to start).
         self.holds = False

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from berth.gateway.control import ControlChannel, RouteApplier, read_table
 from berth.gateway.proxy import Gateway, GatewaySettings
+from berth.gateway.requestlog import RequestLog
 from berth.gateway.routes import RoutingTable
-from berth.observability.stats import exposition
 
 log = logging.getLogger("berth.gateway")
 
@@ -36,6 +36,8 @@ class WorkerSettings:
     index: int = 0
     lifeline_fd: int | None = None
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    observe_socket: Path | None = None  # the daemon's read-only app (metrics, dashboard): run/observe.sock
+    request_logs: Path | None = None    # BERTH_HOME/logs: request lines go to <api>/requests-<index>.log
 
 
 class GatewayWorker:
@@ -45,7 +47,10 @@ class GatewayWorker:
         self.applier = RouteApplier(self.routes)
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"
         self.channel = ControlChannel(self.applier, settings.control_socket, self.incarnation)
-        self.gateway = Gateway(self.routes, settings.gateway, self._admin, wake=self.channel.wake)
+        request_log = RequestLog(settings.request_logs, settings.index) if settings.request_logs else None
+        self.gateway = Gateway(self.routes, settings.gateway, wake=self.channel.wake,
+                               observe_socket=str(settings.observe_socket) if settings.observe_socket else None,
+                               request_log=request_log)
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -81,14 +86,6 @@ class GatewayWorker:
         """Stop accepting, let the requests in flight (and held ones) finish, bounded; then close."""
         await self.gateway.stop(grace=DRAIN_TIMEOUT)
         await self.channel.stop()
-
-    def _admin(self, path: str) -> tuple[int, bytes, bytes] | None:
-        if path == "/_berth/healthz":
-            return 200, b"ok", b"text/plain"
-        if path == "/_berth/metrics":
-            body = exposition(lambda: (route.gauge() for route in self.routes.by_api.values()))
-            return 200, body, b"text/plain; version=0.0.4"
-        return None
 
 
 def _raise_file_limit() -> None:

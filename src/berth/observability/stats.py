@@ -1,18 +1,31 @@
-"""Per-API request statistics kept by the gateway, and their Prometheus exposition."""
+"""Per-API request statistics kept by the gateway, and their Prometheus exposition.
+
+A gateway worker's counters are cumulative for its process (its incarnation); the daemon's ledger
+pulls them over the control channel (`counters()`) and turns them into deltas.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from berth.observability.histogram import LATENCY_BOUNDS, Histogram
+
 
 @dataclass
 class APIStats:
-    """Plain counters: the hot path adds to ints, the exposition reads them when scraped."""
+    """Plain counters: the hot path adds to ints, the exposition reads them when scraped.
+
+    The dataclass fields are the totals the daemon's ledger adds up field by field; the status codes,
+    the latency histogram and the refusals by reason are plain attributes beside them, so that a
+    ledger summing every field as a number keeps working. They travel in `counters()`.
+    """
 
     code_2xx: int = 0
     code_4xx: int = 0
@@ -20,7 +33,12 @@ class APIStats:
     latency_sum: float = 0.0
     latency_count: int = 0
 
-    def record(self, status: int, seconds: float) -> None:
+    def __post_init__(self) -> None:
+        self.codes: dict[int, int] = {}
+        self.latency = Histogram.empty(LATENCY_BOUNDS)  # seconds from request head read to response end
+        self.refusals: dict[str, int] = {}  # X-Berth-Reason of the gateway's own answers; client-gone for 499
+
+    def record(self, status: int, seconds: float, reason: str | None = None) -> None:
         if status < 400:
             self.code_2xx += 1
         elif status < 500:
@@ -29,6 +47,19 @@ class APIStats:
             self.code_5xx += 1
         self.latency_sum += seconds
         self.latency_count += 1
+        codes = self.codes
+        codes[status] = codes.get(status, 0) + 1
+        self.latency.observe(seconds)
+        if reason is not None:
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def counters(self) -> dict[str, Any]:
+        """What the control channel's "stats" op sends: today's keys, plus codes, latency and refusals."""
+        data: dict[str, Any] = dataclasses.asdict(self)
+        data["codes"] = {str(code): count for code, count in self.codes.items()}
+        data["latency"] = self.latency.copy().as_json()
+        data["refusals"] = dict(self.refusals)
+        return data
 
     @property
     def avg_latency(self) -> float | None:
