@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,25 @@ class Client:
     def info(self) -> dict[str, Any]:
         return self._call("GET", "/v1/info")  # type: ignore[no-any-return]
 
-    def list_apis(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/apis")  # type: ignore[no-any-return]
+    def list_apis(self, window: float | None = None) -> list[dict[str, Any]]:
+        """`window`: request figures over the last `window` seconds (from the history)."""
+        return self._call("GET", "/v1/apis", params=_window(window))  # type: ignore[no-any-return]
 
-    def get_api(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/apis/{name}")  # type: ignore[no-any-return]
+    def get_api(self, name: str, window: float | None = None) -> dict[str, Any]:
+        return self._call("GET", f"/v1/apis/{name}", params=_window(window))  # type: ignore[no-any-return]
+
+    def pin_baseline(self, name: str, since: float | None = None, until: float | None = None) -> dict[str, Any]:
+        body = {"since": since, "until": until}
+        return self._call("POST", f"/v1/apis/{name}/baseline", json=body)  # type: ignore[no-any-return]
+
+    def unpin_baseline(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/apis/{name}/baseline")  # type: ignore[no-any-return]
+
+    def request_logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[dict[str, Any]]:
+        """The gateway's request log entries, merged by time."""
+        for line in self._stream(f"/v1/apis/{name}/requests", follow, tail, lines=True):
+            if line.strip():
+                yield json.loads(line)
 
     def deploy(self, spec: SpecFile, verify: bool = False) -> list[dict[str, Any]]:
         """`verify`: an API at zero replicas starts one, so that a failing `__init__` shows now."""
@@ -79,14 +94,16 @@ class Client:
         self._call("POST", "/v1/shutdown")
 
     def logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[str]:
+        return self._stream(f"/v1/apis/{name}/logs", follow, tail)
+
+    def _stream(self, path: str, follow: bool, tail: int, lines: bool = False) -> Iterator[str]:
         params = {"follow": "1" if follow else "0", "tail": str(tail)}
         try:
-            with self.http.stream("GET", f"/v1/apis/{name}/logs", params=params,
-                                  timeout=None if follow else self.timeout) as response:
+            with self.http.stream("GET", path, params=params, timeout=None if follow else self.timeout) as response:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for(response)
-                yield from response.iter_text()
+                yield from (response.iter_lines() if lines else response.iter_text())
         except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
             raise self._unavailable(exc) from exc
 
@@ -121,6 +138,10 @@ class Client:
         return DaemonUnavailable(
             f"the berth daemon is not running (home {self.paths.home})",
             hint="start it with `berth cluster up`, or run `berth deploy`, which starts it")
+
+
+def _window(window: float | None) -> dict[str, str]:
+    return {} if window is None else {"since": f"{window:g}"}
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -160,11 +181,20 @@ class LocalBackend:
     def deploy(self, spec: SpecFile, verify: bool = False) -> list[Change]:
         return [Change.from_json(result) for result in self.client.deploy(spec, verify=verify)]
 
-    def list_apis(self) -> list[APIDocument]:
-        return self.client.list_apis()
+    def list_apis(self, window: float | None = None) -> list[APIDocument]:
+        return self.client.list_apis(window)
 
-    def get_api(self, name: str) -> APIDocument:
-        return self.client.get_api(name)
+    def get_api(self, name: str, window: float | None = None) -> APIDocument:
+        return self.client.get_api(name, window)
+
+    def request_logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[dict[str, Any]]:
+        return self.client.request_logs(name, follow=follow, tail=tail)
+
+    def pin_baseline(self, name: str, since: float | None, until: float | None) -> dict[str, Any]:
+        return self.client.pin_baseline(name, since, until)
+
+    def unpin_baseline(self, name: str) -> dict[str, Any]:
+        return self.client.unpin_baseline(name)
 
     def describe(self, name: str) -> APIDocument:
         # The daemon's detail view already carries placement, versions and autoscaler decisions.

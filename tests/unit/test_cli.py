@@ -22,7 +22,8 @@ from berth.core.status import APIStatus, ReplicaState
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 COMMANDS = [["get"], ["get", "hello"], ["describe", "hello"], ["refresh", "hello"], ["logs", "hello"],
             ["delete", "hello"], ["deploy", str(EXAMPLES / "hello")], ["validate", str(EXAMPLES / "hello")],
-            ["cluster", "status"], ["cluster", "down"]]
+            ["cluster", "status"], ["cluster", "down"], ["get", "--since", "1h"], ["get", "hello", "--since", "1h"],
+            ["logs", "hello", "--requests"], ["monitor", "baseline", "hello"]]
 
 
 class FakeBackend:
@@ -41,12 +42,12 @@ class FakeBackend:
         self.calls.append(("deploy", *(api.name for api in spec.apis)))
         return [Change(api.name, "creating", "v1", f"creating {api.name}") for api in spec.apis]
 
-    def list_apis(self) -> list[APIDocument]:
-        self.calls.append(("list_apis",))
+    def list_apis(self, window: float | None = None) -> list[APIDocument]:
+        self.calls.append(("list_apis",) if window is None else ("list_apis", f"{window:g}"))
         return [self._summary("hello")]
 
-    def get_api(self, name: str) -> APIDocument:
-        self.calls.append(("get_api", name))
+    def get_api(self, name: str, window: float | None = None) -> APIDocument:
+        self.calls.append(("get_api", name) if window is None else ("get_api", name, f"{window:g}"))
         return {**self._summary(name), "replicas": [], "events": [], "error": "boom", "traceback": "Traceback…"}
 
     def describe(self, name: str) -> APIDocument:
@@ -59,6 +60,18 @@ class FakeBackend:
     def logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[str]:
         self.calls.append(("logs", name, str(follow), str(tail)))
         yield "a line\n"
+
+    def request_logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[dict[str, Any]]:
+        self.calls.append(("request_logs", name, str(follow), str(tail)))
+        yield {"ts": 0.0, "request_id": "r1", "status": 200, "seconds": 0.01, "replica": None, "reason": None}
+
+    def pin_baseline(self, name: str, since: float | None, until: float | None) -> dict[str, Any]:
+        self.calls.append(("pin_baseline", name, str(since), str(until)))
+        return {"api": name, "reference": None, "drift": None}
+
+    def unpin_baseline(self, name: str) -> dict[str, Any]:
+        self.calls.append(("unpin_baseline", name))
+        return {"api": name, "reference": None, "drift": None}
 
     def refresh(self, name: str) -> Change:
         self.calls.append(("refresh", name))

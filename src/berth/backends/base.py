@@ -68,11 +68,13 @@ class Backend(Protocol):
         `error` now rather than at its first request.
         """
 
-    def list_apis(self) -> list[APIDocument]:
-        """Every API, as summaries, sorted by name."""
+    def list_apis(self, window: float | None = None) -> list[APIDocument]:
+        """Every API, as summaries, sorted by name. `window` (seconds): request figures over the last
+        `window` seconds from the request history, instead of all-time totals."""
 
-    def get_api(self, name: str) -> APIDocument:
-        """One API with its endpoint, replicas, last error and recent events."""
+    def get_api(self, name: str, window: float | None = None) -> APIDocument:
+        """One API with its endpoint, replicas, last error, recent events, and its prediction monitoring
+        (the predictions over `window`, else all history, and their drift)."""
 
     def describe(self, name: str) -> APIDocument:
         """`get_api` and everything `berth describe` shows: placement, versions, autoscaler decisions."""
@@ -82,6 +84,17 @@ class Backend(Protocol):
 
     def logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[str]:
         """The replicas' output: `tail` past lines per replica, then new output while `follow`."""
+
+    def request_logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[dict[str, Any]]:
+        """The gateway's request log lines (time, request id, status, seconds, replica, reason), merged
+        by time: the last `tail`, then new ones while `follow`."""
+
+    def pin_baseline(self, name: str, since: float | None, until: float | None) -> dict[str, Any]:
+        """Pin the reference window drift is measured against (unix times; default: the last hour).
+        Returns {"api", "reference", "drift"}."""
+
+    def unpin_baseline(self, name: str) -> dict[str, Any]:
+        """Back to the default reference: the first day after the latest deploy."""
 
     def refresh(self, name: str) -> Change:
         """Restart every replica without downtime: a rolling update to the same code."""

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from berth.cli import render
+from berth.cli import monitor, render
 from berth.cli.context import CLIContext, env_option, pass_context
 from berth.cli.tracebacks import user_frames
 
@@ -26,20 +26,27 @@ WATCH_INTERVAL = 2.0
               help="Re-run the command every 2 seconds (with -o json: one JSON document a line).")
 @click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty")
 @click.option("-v", "--verbose", is_flag=True, help="Show berth's own frames in the last error's traceback.")
+@click.option("--since", "since", default=None, metavar="WHEN",
+              help="Request counts, avg request and predictions over a window: 1h, 30m, 2d, or a date and time "
+                   "(default: all time).")
 @env_option
 @pass_context
-def get(obj: CLIContext, api: str | None, watch: bool, output: str, verbose: bool) -> None:
-    """List the APIs, or show one API with its endpoint and replicas."""
+def get(obj: CLIContext, api: str | None, watch: bool, output: str, verbose: bool, since: str | None) -> None:
+    """List the APIs, or show one API with its endpoint, replicas and prediction monitoring."""
     backend = obj.backend()
+    if since is not None:
+        monitor.window_seconds(since, time.time())  # a bad value fails before anything is asked
 
     def fetch() -> Any:
+        # Only asked with a window when one is given (a window moves with each refresh of -w).
+        window = None if since is None else monitor.window_seconds(since, time.time())
         if api is None:
-            return backend.list_apis()
+            return backend.list_apis() if window is None else backend.list_apis(window)
         with obj.naming_known(api):
-            return backend.get_api(api)
+            return backend.get_api(api) if window is None else backend.get_api(api, window)
 
     def view() -> list[RenderableType]:
-        return _view(fetch(), api, verbose, obj.console.width)
+        return _view(fetch(), api, verbose, obj.console.width, since)
 
     if output == "json" and not watch:
         click.echo(json.dumps(fetch(), indent=2))
@@ -70,17 +77,24 @@ def _print(obj: CLIContext, parts: list[RenderableType]) -> None:
     obj.console.file.flush()
 
 
-def _view(data: Any, api: str | None, verbose: bool, width: int) -> list[RenderableType]:
+def _view(data: Any, api: str | None, verbose: bool, width: int, since: str | None = None) -> list[RenderableType]:
     now = time.time()
     if api is None:
         if not data:
             return [Text("no APIs are deployed; deploy one with `berth deploy`")]
-        return [render.api_table(data, now, width)]
-    return _detail(data, now, verbose, width)
+        return [render.api_table(data, now, width), *_window_note(since)]
+    return _detail(data, now, verbose, width, since)
 
 
-def _detail(api: dict[str, Any], now: float, verbose: bool, width: int) -> list[RenderableType]:
-    parts: list[RenderableType] = [render.api_table([api], now, width), Text("")]
+def _window_note(since: str | None) -> list[RenderableType]:
+    if since is None:
+        return []
+    return [Text(f"avg request and 2XX/4XX/5XX: the last {since} (from the request history)", style="dim")]
+
+
+def _detail(api: dict[str, Any], now: float, verbose: bool, width: int,
+            since: str | None = None) -> list[RenderableType]:
+    parts: list[RenderableType] = [render.api_table([api], now, width), *_window_note(since), Text("")]
     parts.append(Text.from_markup(f"[bold]endpoint:[/bold] {escape(api['url'])}"))
     parts.append(Text.from_markup(f"[bold]example:[/bold]  {escape(render.curl_example(api))}"))
     if api.get("error"):
@@ -93,6 +107,7 @@ def _detail(api: dict[str, Any], now: float, verbose: bool, width: int) -> list[
         parts.append(render.replica_table(api["replicas"], width))
     else:
         parts.append(Text("no replicas"))
+    parts += monitor.prediction_block(api, since)
     events = api.get("events") or []
     if events:
         parts.append(Text.from_markup("\n[bold]recent events[/bold]"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -46,16 +48,43 @@ def predict(obj: CLIContext, api: str, file: Path) -> None:
 @click.option("--tail", type=click.IntRange(min=0), default=200, show_default=True,
               help="Lines of past output per replica (0: only new output, with -f).")
 @click.option("-v", "--verbose", is_flag=True, help="Show berth's own frames in tracebacks too.")
+@click.option("--requests", "requests", is_flag=True,
+              help="The gateway's request log instead: time, request id, status, latency, replica, reason.")
+@click.option("-o", "--output", type=click.Choice(["pretty", "json"]), default="pretty",
+              help="With --requests: json prints one JSON object a line.")
 @env_option
 @pass_context
-def logs(obj: CLIContext, api: str, follow: bool, tail: int, verbose: bool) -> None:
-    """Print the output of API's replicas (prints and tracebacks of the predictor included)."""
+def logs(obj: CLIContext, api: str, follow: bool, tail: int, verbose: bool, requests: bool, output: str) -> None:
+    """Print the output of API's replicas (prints and tracebacks of the predictor included), or with
+    --requests one line per request the gateway served."""
+    if requests:
+        with obj.naming_known(api):
+            for entry in obj.backend().request_logs(api, follow=follow, tail=tail):
+                _write(json.dumps(entry, separators=(",", ":")) + "\n" if output == "json" else request_line(entry))
+        return
+    if output == "json":
+        raise BerthError("-o json goes with --requests (replica output is plain text)",
+                         hint=f"run `berth logs {api} --requests -o json`")
     frames = None if verbose else FrameFilter()
     with obj.naming_known(api):
         for chunk in obj.backend().logs(api, follow=follow, tail=tail):
             _write(chunk if frames is None else frames.feed(chunk))
     if frames is not None:
         _write(frames.flush())
+
+
+def request_line(entry: dict[str, Any]) -> str:
+    """`2026-12-02 10:00:01.234  <request id>  200    12.3 ms  <replica>  <reason>`: the fixed-width
+    columns first, so lines stay aligned in a terminal."""
+    ts = float(entry.get("ts") or 0.0)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+    seconds = entry.get("seconds")
+    latency = f"{seconds * 1000:9.1f} ms" if isinstance(seconds, int | float) else " " * 12
+    fields = [when, str(entry.get("request_id") or "-"), f"{entry.get('status', '-')!s:>3}", latency,
+              str(entry.get("replica") or "-")]
+    if entry.get("reason"):
+        fields.append(str(entry["reason"]))
+    return "  ".join(fields) + "\n"
 
 
 def _write(text: str) -> None:

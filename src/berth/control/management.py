@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from berth import __version__
-from berth.control import logs, views
+from berth.control import history, logs, views
 from berth.control.deploy import Deployer, DeployResult
 from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
 from berth.control.paths import Paths
+from berth.control.requestlogs import RequestLogReader
 from berth.control.store import Store
 from berth.errors import BerthError, ConfigError, Conflict, InsufficientCapacity, NotFound
 
@@ -55,6 +58,10 @@ class ManagementAPI:
                 Route("/v1/apis/{name}", self.delete_api, methods=["DELETE"]),
                 Route("/v1/apis/{name}/logs", self.get_logs),
                 Route("/v1/apis/{name}/refresh", self.refresh, methods=["POST"]),
+                Route("/v1/apis/{name}/requests", self.get_requests),
+                Route("/v1/apis/{name}/baseline", self.get_baseline),
+                Route("/v1/apis/{name}/baseline", self.pin_baseline, methods=["POST"]),
+                Route("/v1/apis/{name}/baseline", self.unpin_baseline, methods=["DELETE"]),
             ],
             exception_handlers={BerthError: self._error},
         )
@@ -80,13 +87,64 @@ class ManagementAPI:
         return JSONResponse({"stopping": True})
 
     async def list_apis(self, request: Request) -> Response:
-        url = self.gateway_url
-        return JSONResponse([views.summary(api, self.fleet, self.gateways, url) for api in self._apis()])
+        url, now = self.gateway_url, self.clock()
+        since = _since(request, now)
+        window = None if since is None else (self.store, since, now)
+        return JSONResponse([views.summary(api, self.fleet, self.gateways, url, window) for api in self._apis()])
 
     async def get_api(self, request: Request) -> Response:
         api = self._api(request.path_params["name"])
-        view = views.detail(api, self.fleet, self.gateways, self.store, self.gateway_url, self.clock())
+        now = self.clock()
+        view = views.detail(api, self.fleet, self.gateways, self.store, self.gateway_url, now, _since(request, now))
         return JSONResponse(view)
+
+    # --- prediction monitoring baseline -----------------------------------------------------------
+    async def get_baseline(self, request: Request) -> Response:
+        return JSONResponse(self._baseline(self._api(request.path_params["name"]).name))
+
+    async def pin_baseline(self, request: Request) -> Response:
+        name = self._api(request.path_params["name"]).name
+        body = await request.json() if await request.body() else {}
+        now = self.clock()
+        until = float(body["until"]) if body.get("until") is not None else now
+        since = float(body["since"]) if body.get("since") is not None else until - history.DRIFT_WINDOW
+        if since >= until:
+            raise BerthError(f"the baseline window must start before it ends; got {_span(since, until)}",
+                             hint="pass --since earlier than --until")
+        if since > now:
+            raise BerthError(f"the baseline window starts in the future: {_span(since, until)}",
+                             hint="pin a window of past predictions, e.g. --since 2h --until 1h")
+        self.store.pin_baseline(name, since, min(until, now), at=now)
+        return JSONResponse(self._baseline(name))
+
+    async def unpin_baseline(self, request: Request) -> Response:
+        name = self._api(request.path_params["name"]).name
+        self.store.clear_baseline(name)
+        return JSONResponse(self._baseline(name))
+
+    def _baseline(self, name: str) -> dict[str, Any]:
+        now = self.clock()
+        return {"api": name, "reference": history.reference_window(self.store, name, now),
+                "drift": history.drift(self.store, name, now)}
+
+    # --- request logs -------------------------------------------------------------------------------
+    async def get_requests(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        folder = self.paths.logs / name
+        if name not in self.fleet.apis and not folder.is_dir():
+            raise NotFound(f"no API named {name!r}", hint="see `berth get` for the deployed APIs")
+        tail = int(request.query_params.get("tail", "200"))
+        follow = request.query_params.get("follow") in ("1", "true")
+        return StreamingResponse(self._request_stream(folder, tail, follow, name), media_type="application/x-ndjson")
+
+    async def _request_stream(self, folder: Path, tail: int, follow: bool, name: str) -> AsyncIterator[bytes]:
+        reader = RequestLogReader(folder)
+        yield _json_lines(reader.initial(tail))
+        while follow and (name in self.fleet.apis):
+            await asyncio.sleep(0.25)
+            entries = reader.poll()
+            if entries:
+                yield _json_lines(entries)
 
     async def deploy(self, request: Request) -> Response:
         body = await request.json()
@@ -140,3 +198,24 @@ class ManagementAPI:
             known = ", ".join(sorted(self.fleet.apis)) or "none"
             raise NotFound(f"no API named {name!r} (deployed: {known})")
         return api
+
+
+def _since(request: Request, now: float) -> float | None:
+    """`?since=<seconds>`: a window of that many seconds before now (the daemon's clock)."""
+    raw = request.query_params.get("since")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BerthError(f"since must be a number of seconds, got {raw!r}") from None
+    return now - max(seconds, 0.0)
+
+
+def _span(since: float, until: float) -> str:
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))} to " \
+           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(until))}"
+
+
+def _json_lines(entries: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in entries)

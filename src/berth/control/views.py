@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from berth.control import history
 from berth.control.apis import DeployedAPI
 from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
@@ -17,7 +18,10 @@ def replica_view(replica: Replica, version: str) -> ReplicaView:
                        unplaceable=replica.pending_reason is not None)
 
 
-def summary(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, gateway_url: str) -> dict[str, Any]:
+def summary(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, gateway_url: str,
+            window: tuple[Store, float, float] | None = None) -> dict[str, Any]:
+    """`window` (store, since, until): request figures over that window from the history, instead of the
+    ledger's all-time totals."""
     replicas = list(fleet.replicas_of(api.name))
     views = [replica_view(r, api.record.version) for r in replicas]
     status = derive_status(views, api.desired, rollout_failed=api.rollout_failed)
@@ -35,7 +39,7 @@ def summary(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, gateway_
         "url": gateway_url + api.spec.endpoint,
         "created_at": api.record.created_at,
         "last_update": api.record.updated_at,
-        "metrics": gateways.stats(api.name).as_dict(),
+        "metrics": gateways.stats(api.name).as_dict() if window is None else windowed_metrics(api.name, *window),
         "in_flight": gateways.load(api.name),
         "error": error,
         "traceback": traceback,
@@ -57,15 +61,33 @@ def _error(api: DeployedAPI, replicas: list[Replica], room_coming: bool) -> tupl
     return None, None
 
 
+def windowed_metrics(name: str, store: Store, since: float, until: float) -> dict[str, Any]:
+    """The same keys as the ledger's totals (2XX, 4XX, 5XX, avg_request_seconds, requests), plus p50 / p99
+    and the window, summed over the history buckets that overlap it."""
+    return history.request_totals(store, name, since, until)
+
+
+def monitoring(api: DeployedAPI, store: Store, now: float, since: float | None = None) -> dict[str, Any]:
+    """The spec's `monitoring`, what the replicas predicted (over the window, else all retained history)
+    and the drift of the last hour against the reference window."""
+    if api.spec.monitoring is None:
+        return {"monitoring": None, "predictions": None, "drift": None}
+    return {"monitoring": api.spec.monitoring.model_dump(mode="json"),
+            "predictions": history.prediction_summary(store, api.name, 0.0 if since is None else since, now),
+            "drift": history.drift(store, api.name, now)}
+
+
 def detail(api: DeployedAPI, fleet: FleetView, gateways: GatewayLinks, store: Store, gateway_url: str,
-           now: float) -> dict[str, Any]:
-    view = summary(api, fleet, gateways, gateway_url)
+           now: float, since: float | None = None) -> dict[str, Any]:
+    window = None if since is None else (store, since, now)
+    view = summary(api, fleet, gateways, gateway_url, window)
     view["spec"] = api.record.spec
     view["spec_file"] = api.record.spec_file
     view["replicas"] = [replica_row(r, now) for r in fleet.replicas_of(api.name)]
     view["versions"] = [{"version": v, "deployed_at": at} for v, at in store.versions(api.name)]
     view["events"] = [{"at": e.at, "kind": e.kind, "message": e.message} for e in store.events(api.name)]
     view["autoscaler"] = store.decisions(api.name, limit=10)
+    view.update(monitoring(api, store, now, since))
     return view
 
 
