@@ -58,9 +58,13 @@ class Dashboard:
         names = {row["name"] for row in rows}
         for gone in [name for name in self._predictions if name not in names]:
             del self._predictions[gone]  # bounded by the APIs that exist
-        apis = [{**row, "recent": self._recent(row["name"], now), "drift": _drift(self.predictions(row["name"]))}
-                for row in rows]
-        return {"now": now, "apis": apis}
+        return {"now": now, "apis": [self._row(row, now) for row in rows]}
+
+    def _row(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+        try:
+            return {**row, "recent": self._recent(row["name"], now), "drift": _drift(self.predictions(row["name"]))}
+        except (NotFound, KeyError):  # deleted since the overview was read: shown without its history
+            return {**row, "recent": None, "drift": None}
 
     def _recent(self, name: str, now: float) -> dict[str, Any]:
         """The last hour as sparkline arrays, plus the latest bucket's p50/p99."""

@@ -231,7 +231,7 @@
         cell(recent.p99, fmtSeconds(recent.p99), "num", "p99"),
         cell(api.in_flight, api.in_flight == null ? null : String(api.in_flight), "num", "in_flight"),
         el("td", { "data-field": "drift", "data-value": api.drift ? api.drift.verdict : "" },
-           [api.drift ? badge(api.drift.verdict + " " + Number(api.drift.psi).toFixed(2), api.drift.verdict)
+           [api.drift ? badge(api.drift.verdict + (api.drift.psi == null ? "" : " " + Number(api.drift.psi).toFixed(2)), api.drift.verdict)
                       : el("span", { cls: "muted", text: "\u2014" })]),
         el("td", {}, [sparkline(recent)])]);
       tbody.appendChild(row);
@@ -358,10 +358,15 @@
       if (!target || !window.uPlot) return;
       state.charts[id] = new window.uPlot({
         width: chartWidth(target), height: 200, series: [{}].concat(CHARTS[id]),
-        scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(max || 0, id === "replicas" ? 2 : 1) * 1.1]; } } },
+        scales: { x: { time: true, range: xRange }, y: { range: function (u, min, max) { return [0, Math.max(max || 0, id === "replicas" ? 2 : 1) * 1.1]; } } },
         axes: [{}, { size: 50 }], legend: { live: false }, cursor: { drag: { x: false, y: false } }
       }, data[id], target);
     });
+  }
+  // The whole window, whatever the data covers: one bucket after a deploy must not stretch over years.
+  function xRange() {
+    var now = state.detail ? state.detail.now : Date.now() / 1000;
+    return [now - WINDOW_SECONDS[state.window], now];
   }
   function chartWidth(target) { return Math.max(260, target.clientWidth || target.parentNode.clientWidth - 32); }
   function resizeCharts() {
@@ -386,13 +391,18 @@
     var drift = p.drift, s = p.summary || {};
     panel.appendChild(el("p", { cls: "meta", "data-field": "drift" }, [
       metaItem("type", p.model_type), p.key ? metaItem("key", p.key) : null,
-      drift ? el("span", {}, [text("drift "), badge(drift.verdict, drift.verdict),
-                              text(" PSI " + Number(drift.psi).toFixed(3) + " \u2014 last hour vs " +
-                                   fmtDateTime(drift.baseline[0]) + " \u2013 " + fmtDateTime(drift.baseline[1]))])
+      drift ? el("span", {}, [text("drift "), badge(drift.verdict, drift.verdict), text(driftText(drift))])
             : el("span", { cls: "muted", text: "drift: not enough data yet (needs a reference window and the last hour)" })]));
     if (s.classes) panel.appendChild(classBars(s.classes));
     else if (s.histogram) panel.appendChild(histogram(s));
     else panel.appendChild(el("p", { cls: "muted", text: "No predictions in the last hour." }));
+  }
+  function driftText(drift) {
+    var base = drift.baseline || [];
+    var psi = drift.psi == null ? "" : " PSI " + Number(drift.psi).toFixed(3);
+    var ref = base[0] == null ? "" : " \u2014 last hour vs the reference window " + fmtDateTime(base[0]) +
+      " \u2013 " + fmtDateTime(base[1]);
+    return psi + ref;
   }
   function classBars(classes) {
     var entries = Object.keys(classes).map(function (k) { return [k, classes[k]]; })
