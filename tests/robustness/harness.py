@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
 
 from berth.config.schema import RealtimeAPI
 from berth.gateway.proxy import Gateway, GatewaySettings
-from berth.gateway.routes import Route, RoutingTable, Target
+from berth.gateway.routes import Route as APIRoute
+from berth.gateway.routes import RoutingTable, Target
 from berth.runtime.app import ReplicaApp, ReplicaSettings
 
 PREDICTOR = """
@@ -76,7 +81,7 @@ class Stack:
     port: int
     sockets: list[str]
     baseline: int = 0
-    route: Route = field(init=False)
+    route: APIRoute = field(init=False)
 
     def __post_init__(self) -> None:
         self.route = self.gateway.routes.upsert("t", "/t", 1024)
@@ -130,10 +135,56 @@ def _ready(server: uvicorn.Server, app: ReplicaApp) -> bool:
     return bool(server.started and app.ready)
 
 
+class ObserveStub:
+    """Stands in for the daemon's read-only observe app: echoes what it was asked, streams events.
+
+    /_berth/events sends one event at once and the next only when `release` is set, so a client that
+    reads the first event while the stream is still open shows the gateway forwards as it comes."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.open_streams = 0
+        self.app = Starlette(routes=[Route("/_berth/events", self.events), Route("/_berth/{rest:path}", self.echo,
+                                                                                methods=["GET", "HEAD"])])
+
+    async def echo(self, request: Request) -> JSONResponse:
+        # Like a replica, the observe app echoes the X-Request-ID the gateway sends it.
+        return JSONResponse({"path": request.url.path, "query": request.url.query, "method": request.method},
+                            headers={"x-request-id": request.headers.get("x-request-id", "")})
+
+    async def events(self, request: Request) -> StreamingResponse:
+        async def stream() -> AsyncIterator[bytes]:
+            self.open_streams += 1
+            try:
+                yield b"data: first\n\n"
+                await self.release.wait()
+                yield b"data: second\n\n"
+            finally:
+                self.open_streams -= 1
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
 @asynccontextmanager
-async def stack(tmp_path: Path, settings: GatewaySettings | None = None, count: int = 1) -> AsyncIterator[Stack]:
+async def observe_app(socket_path: Path) -> AsyncIterator[ObserveStub]:
+    stub = ObserveStub()
+    server = Quiet(uvicorn.Config(stub.app, uds=str(socket_path), log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    await until(lambda: server.started, message="the observe stub listening")
+    try:
+        yield stub
+    finally:
+        stub.release.set()
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def stack(tmp_path: Path, settings: GatewaySettings | None = None, count: int = 1,
+                observe_socket: str | None = None) -> AsyncIterator[Stack]:
     async with replicas(tmp_path, count) as sockets:
-        gateway = Gateway(RoutingTable(), settings or GatewaySettings(max_body_size=1 << 20))
+        gateway = Gateway(RoutingTable(), settings or GatewaySettings(max_body_size=1 << 20),
+                          observe_socket=observe_socket)
         await gateway.start("127.0.0.1", 0)
         assert gateway.server is not None
         port = gateway.server.sockets[0].getsockname()[1]

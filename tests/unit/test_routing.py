@@ -143,3 +143,25 @@ def test_a_malformed_table_is_refused_whole_and_changes_nothing(message: dict[st
         applier.apply(message)
     assert list(table.by_api) == ["api"] and applier.generation == routing.generation
     assert [u.target for u in table.by_api["api"].upstreams] == [A]
+
+
+def test_the_request_log_sample_rate_travels_to_the_gateway_route() -> None:
+    routing = Routing()
+    routing.configure("api", "/api", 10, holds=False, hold_limit=0, hold_timeout=0.0, timeout=60.0,
+                      request_log_sample_rate=0.25)
+    table = RoutingTable()
+    RouteApplier(table).apply(routing.message())
+    assert table.by_api["api"].log_rate == 0.25
+    before = routing.generation
+    routing.configure("api", "/api", 10, holds=False, hold_limit=0, hold_timeout=0.0, timeout=60.0,
+                      request_log_sample_rate=0.0)
+    assert routing.generation == before + 1  # a changed rate is a new table
+
+
+def test_a_route_without_a_sample_rate_logs_every_request_and_a_bad_rate_is_refused() -> None:
+    saved = {"api": "api", "endpoint": "/api", "max_replica_concurrency": 1, "holds": False, "hold_limit": 0,
+             "hold_timeout": 0.0, "timeout": 1.0, "targets": []}  # a table saved by an older daemon
+    assert RouteEntry.from_json(saved).request_log_sample_rate == 1.0
+    for bad in (1.5, -0.1, "all"):
+        with pytest.raises(ValueError, match="request_log_sample_rate"):
+            RouteEntry.from_json({**saved, "request_log_sample_rate": bad})
