@@ -202,10 +202,12 @@ def test_a_pinned_baseline_replaces_the_deploy_one(store: Store) -> None:
     assert judged["baseline"] == [T0 + 2 * HOUR, T0 + 3 * HOUR]
 
 
-def test_no_drift_without_a_deploy_or_any_predictions(store: Store) -> None:
+def test_no_drift_without_a_reference_and_not_enough_data_without_predictions(store: Store) -> None:
     assert history.drift(store, "a", T0) is None
     deploy(store, T0)
-    assert history.drift(store, "a", T0 + HOUR) is None
+    empty = history.drift(store, "a", T0 + 2 * HOUR)
+    assert empty is not None and (empty["psi"], empty["verdict"]) == (None, "not enough data")
+    assert empty["samples"] == {"baseline": 0, "window": 0}
 
 
 def test_deleting_an_api_forgets_its_history_and_baseline(store: Store) -> None:

@@ -303,16 +303,15 @@ def reference_window(store: Store, api: str, now: float) -> dict[str, Any] | Non
 
 
 def drift(store: Store, api: str, now: float) -> dict[str, Any] | None:
-    """PSI of the last hour's predictions against the reference window, with its verdict; None when the
-    API has neither a reference window nor any recorded predictions."""
+    """PSI of the last hour's predictions against the reference window, with its verdict ("not enough
+    data" while either has fewer than 100 predictions); None when there is no reference window (no
+    deploy on record and none pinned)."""
     reference = reference_window(store, api, now)
-    recent = _predictions(store, api, now - DRIFT_WINDOW, now)
     if reference is None:
         return None
+    recent = _predictions(store, api, now - DRIFT_WINDOW, now)
     base = _predictions(store, api, reference["from"], reference["until"]) \
         if reference["until"] > reference["from"] else None
-    if recent is None and base is None:
-        return None
     assessment = _assess(base, recent)
     return {"psi": assessment.psi, "verdict": assessment.verdict,
             "baseline": [reference["from"], reference["to"]], "window": [now - DRIFT_WINDOW, now],
