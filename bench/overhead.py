@@ -1,13 +1,15 @@
 """Serving overhead of berth, measured side by side in one run.
 
-    python bench/overhead.py [--duration 10] [--rounds 3]
+    python bench/overhead.py [--duration 10] [--rounds 3] [--scrape]
 
 (a) the trivial predictor in one bare uvicorn + Starlette process,
 (b) the same predictor on its berth replica, hit directly (the replica runtime on a TCP port),
 (c) the same predictor through the berth gateway (one gateway worker + replica, as `berth deploy` runs it),
 (d) the same through a second instance started with `cluster up --gateway-workers 2`.
 wrk (its own process) loads each at 1 and 32 connections; rounds are interleaved and the medians
-reported, with ratios to (a). Then: `berth deploy --wait` of the iris example to its first 200
+reported, with ratios to (a). With --scrape, (c) and (d) are measured a second time in each round while
+a scraper polls each instance's /_berth/metrics every second (rows "+ scrape"), as Prometheus would.
+Then: `berth deploy --wait` of the iris example to its first 200
 (daemon already up), and the idle RSS of the supervisor, daemon and gateway and of a replica.
 """
 
@@ -19,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,14 +53,65 @@ def start_direct(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, url
 
 
-def measure(urls: dict[str, str], duration: float, rounds: int) -> dict[tuple[str, int], WrkResult]:
+class Scraper:
+    """Polls /_berth/metrics every second while `active`, as a Prometheus scraping at 1 s would."""
+
+    def __init__(self, urls: list[str], interval: float = 1.0) -> None:
+        self.urls = urls
+        self.interval = interval
+        self.active = threading.Event()
+        self.seconds: list[float] = []
+        self.errors = 0
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.wait(self.interval):
+                if not self.active.is_set():
+                    continue
+                for url in self.urls:
+                    started = time.perf_counter()
+                    try:
+                        response = client.get(url)
+                        response.raise_for_status()
+                    except httpx.HTTPError:
+                        self.errors += 1
+                        continue
+                    self.seconds.append(time.perf_counter() - started)
+                    self.bytes = len(response.content)
+
+
+def measure(urls: dict[str, str], duration: float, rounds: int,
+            scraper: Scraper | None = None) -> dict[tuple[str, int], WrkResult]:
+    """Names ending in "+s" are measured with the scraper on."""
     runs: dict[tuple[str, int], list[WrkResult]] = {}
     for _ in range(rounds):
         for connections in (1, 32):
             for name, url in urls.items():
                 wrk(url, connections, 1)  # warm-up: connections, caches, the replica's thread pool
-                runs.setdefault((name, connections), []).append(wrk(url, connections, duration))
+                if scraper is not None and name.endswith("+s"):
+                    scraper.active.set()
+                try:
+                    runs.setdefault((name, connections), []).append(wrk(url, connections, duration))
+                finally:
+                    if scraper is not None:
+                        scraper.active.clear()
     return {key: median_result(value) for key, value in runs.items()}
+
+
+ROWS = (("a", "(a) bare uvicorn + Starlette"), ("b", "(b) berth replica, direct"),
+        ("c", "(c) berth gateway -> replica"), ("c+s", "(c) + scrape every 1 s"), ("d", "(d) 2 gateway workers"),
+        ("d+s", "(d) + scrape every 1 s"))
 
 
 def report(results: dict[tuple[str, int], WrkResult]) -> None:
@@ -65,8 +119,9 @@ def report(results: dict[tuple[str, int], WrkResult]) -> None:
           f"{'x (a) p99':>11}{'errors':>8}")
     for connections in (1, 32):
         base = results[("a", connections)]
-        for name, label in (("a", "(a) bare uvicorn + Starlette"), ("b", "(b) berth replica, direct"),
-                            ("c", "(c) berth gateway -> replica"), ("d", "(d) 2 gateway workers")):
+        for name, label in ROWS:
+            if (name, connections) not in results:
+                continue
             r = results[(name, connections)]
             print(f"{label:<34}{connections:>6}{r.rps:>10.0f}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}"
                   f"{r.rps / base.rps:>13.2f}{r.p50_ms - base.p50_ms:>+9.3f}{r.p99_ms / base.p99_ms:>11.2f}"
@@ -77,6 +132,19 @@ def report(results: dict[tuple[str, int], WrkResult]) -> None:
           f"{'ok' if c32.p99_ms <= a32.p99_ms else 'MISSED'}")
     print(f"budget: <= 0.5 ms added at p50, 1 connection: {c1.p50_ms - a1.p50_ms:+.3f} ms "
           f"{'ok' if c1.p50_ms - a1.p50_ms <= 0.5 else 'MISSED'}")
+    for connections in (1, 32):
+        if ("c+s", connections) in results:
+            off, on = results[("c", connections)], results[("c+s", connections)]
+            print(f"scraper at 1 s, {connections} connection(s): req/s {on.rps / off.rps:.3f}x, "
+                  f"p50 {on.p50_ms - off.p50_ms:+.3f} ms, p99 {on.p99_ms - off.p99_ms:+.3f} ms")
+
+
+def report_scraper(scraper: Scraper) -> None:
+    if scraper.seconds:
+        ordered = sorted(scraper.seconds)
+        print(f"scrapes: {len(ordered)}, errors {scraper.errors}; scrape time median "
+              f"{statistics.median(ordered) * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms; "
+              f"exposition {scraper.bytes / 1024:.1f} KiB")
 
 
 def cold_start(instance: BerthInstance, rounds: int) -> list[float]:
@@ -102,6 +170,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scrape", action="store_true",
+                        help="also measure the gateway rows with /_berth/metrics scraped every second")
     args = parser.parse_args()
     print(f"machine: {psutil.cpu_count()} cores; wrk -t1; {args.rounds} interleaved rounds of {args.duration:g}s")
     instance, two_workers = BerthInstance(), BerthInstance()
@@ -119,8 +189,13 @@ def main() -> None:
             two_workers.cli("deploy", str(BENCH / "trivial"), "--wait")
             wait_ok(two_workers.url("/trivial"))
             urls = {"a": bare_url, "b": direct_url, "c": gateway_url, "d": two_workers.url("/trivial")}
-            results = measure(urls, args.duration, args.rounds)
+            scraper = Scraper([instance.url("/_berth/metrics"), two_workers.url("/_berth/metrics")])
+            if args.scrape:
+                urls.update({"c+s": urls["c"], "d+s": urls["d"]})
+            with scraper:
+                results = measure(urls, args.duration, args.rounds, scraper if args.scrape else None)
             report(results)
+            report_scraper(scraper)
             for process in processes:
                 stop(process)
             two_workers.close()
