@@ -1,0 +1,81 @@
+"""Prediction monitoring, request history and request logs with a real daemon, gateway and replica:
+what the replica predicted shows in `berth get API`, the requests in `--since` and `logs --requests`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.process.harness import Berth, wait_for, write_project
+
+SPEC = """
+- name: api
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: predictor.py
+  monitoring:
+    model_type: classification
+    key: label
+  autoscaling:
+    min_replicas: 1
+    max_replicas: 1
+"""
+
+PREDICTOR = """
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return {"label": payload, "score": 0.5}
+"""
+
+LABELS = ["cat"] * 20 + ["dog"] * 10
+
+
+def test_predicted_classes_requests_and_request_logs_show_in_the_cli(berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, PREDICTOR)), "--wait")
+    request_ids = []
+    with httpx.Client(timeout=30) as client:
+        for label in LABELS:
+            response = client.post(f"{berth.base_url}/api", json=label)
+            assert response.status_code == 200, response.text
+            request_ids.append(response.headers["x-request-id"])
+
+    def predictions() -> dict[str, Any] | None:
+        document = berth.get("api")
+        summary = document.get("predictions") or {}
+        return document if summary.get("classes") == {"cat": 20, "dog": 10} else None
+
+    document = wait_for(predictions, 40, "the predicted classes in `berth get api -o json`", interval=0.5)
+    assert document["monitoring"] == {"model_type": "classification", "key": "label"}
+    assert document["drift"]["verdict"] == "not enough data"  # 30 predictions, and the first day is filling
+
+    def windowed() -> dict[str, Any] | None:
+        metrics = json.loads(berth.run("get", "api", "--since", "1h", "-o", "json").stdout)["metrics"]
+        return metrics if metrics["2XX"] == len(LABELS) else None
+
+    metrics = wait_for(windowed, 40, "the requests in the history window", interval=0.5)
+    assert metrics["requests"] == len(LABELS) and metrics["p99"] is not None
+    pretty = berth.run("get", "api").stdout
+    assert "predictions (classification, key label), all history (up to 14 days): 30" in pretty
+    assert "drift: not enough data yet" in pretty
+
+    def logged() -> list[dict[str, Any]] | None:
+        lines = berth.run("logs", "api", "--requests", "-o", "json").stdout.splitlines()
+        entries = [json.loads(line) for line in lines]
+        return entries if len(entries) == len(LABELS) else None
+
+    entries = wait_for(logged, 20, "one request log line per request", interval=0.5)
+    assert [entry["request_id"] for entry in entries] == request_ids
+    assert {entry["status"] for entry in entries} == {200}
+    table = berth.run("logs", "api", "--requests", "--tail", "1").stdout.splitlines()
+    assert len(table) == 1 and request_ids[-1] in table[0] and " 200 " in table[0]
+
+    pinned = berth.run("monitor", "baseline", "api", "--since", "1h").stdout
+    assert "api: drift is measured against" in pinned and "(pinned)" in pinned
+    assert berth.get("api")["drift"]["reference"]["source"] == "pinned"
