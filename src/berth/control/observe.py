@@ -7,8 +7,6 @@ things) stays on berth.sock. Every route here reads in-memory state or the store
 
 from __future__ import annotations
 
-import importlib
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +22,9 @@ from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
 from berth.control.metrics import render
 from berth.control.store import Store
+from berth.dashboard import DashboardSource, routes
 from berth.errors import NotFound
 
-log = logging.getLogger("berth.control")
 
 PREDICTION_WINDOW = 3600.0  # the dashboard's prediction summary covers the last hour
 
@@ -84,24 +82,14 @@ def _row(row: Any) -> dict[str, Any]:
             "in_flight": row.in_flight, "p50": row.latency.quantile(0.5), "p99": row.latency.quantile(0.99)}
 
 
-def observe_app(collector: Collector, source: Any | None = None) -> Starlette:
-    """/_berth/metrics, and the dashboard's routes when `source` is given and the dashboard is installed."""
+def observe_app(collector: Collector, source: DashboardSource | None = None) -> Starlette:
+    """/_berth/metrics, and the dashboard's routes (page, assets, JSON, events) when `source` is given."""
 
     async def metrics(request: Request) -> Response:
         body, content_type = render(collector, request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
-    routes: list[BaseRoute] = [Route("/_berth/metrics", metrics, methods=["GET", "HEAD"])]
+    mounted: list[BaseRoute] = [Route("/_berth/metrics", metrics, methods=["GET", "HEAD"])]
     if source is not None:
-        routes += dashboard_routes(source)
-    return Starlette(routes=routes)
-
-
-def dashboard_routes(source: Any) -> list[BaseRoute]:
-    try:
-        dashboard = importlib.import_module("berth.dashboard")
-        make_routes = dashboard.routes
-    except (ImportError, AttributeError) as exc:
-        log.info("the dashboard is not available (%s): serving metrics only", exc)
-        return []
-    return list(make_routes(source))
+        mounted += routes(source)
+    return Starlette(routes=mounted)
