@@ -28,6 +28,8 @@ from berth.runtime.contract import (
 )
 
 log = logging.getLogger("berth.replica")
+_MISSING = object()
+_SEQUENCES = (list, tuple)  # a batch of predictions
 
 ModelType = Literal["classification", "regression"]
 EXPECTED = {
@@ -45,23 +47,63 @@ class PredictionMonitor:
         self.key = key
         self.classes: dict[str, int] = {}
         self.values: Histogram | None = Histogram.empty(PREDICTION_VALUE_BOUNDS) if model_type == "regression" else None
-        self.min: float | None = None
-        self.max: float | None = None
+        # ±inf until a value is seen (as_json reports None): one comparison each per value, no None test.
+        self.min = math.inf
+        self.max = -math.inf
         self.wrong_type = 0
         self._warned = False
-        self._one = self._label if model_type == "classification" else self._value
+        classification = model_type == "classification"
+        self._one = self._label if classification else self._value
+        self._fast = self._fast_label if classification else self._fast_value
 
     def observe(self, response: Any) -> None:
         """Monitor what predict returned for one request. Never raises."""
         try:
+            # The common shapes (a plain str/int/float, or a plain dict holding one) take exact type
+            # checks only; anything else goes the general way, which also explains a wrong type.
+            key = self.key
+            if key is None:
+                if self._fast(response):
+                    return
+            elif type(response) is dict and self._fast(response.get(key, _MISSING)):
+                return
             self._observe(response)
         except Exception as exc:  # a user type whose checks raise: count it, never fail the request
             self._wrong(f"{type(response).__name__} ({type(exc).__name__} while reading it: {exc})")
 
+    def _fast_label(self, value: Any) -> bool:
+        kind = type(value)
+        if kind is str:
+            label = value
+        elif kind is int:
+            label = str(value)
+        else:
+            return False
+        classes = self.classes
+        if label in classes:
+            classes[label] += 1
+            return True
+        return False  # a new label: the general path applies the limit
+
+    def _fast_value(self, value: Any) -> bool:
+        kind = type(value)
+        if (kind is not float and kind is not int) or not math.isfinite(value):
+            return False
+        self._record(value)
+        return True
+
+    def _record(self, value: float) -> None:
+        assert self.values is not None
+        self.values.observe(value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
     def _observe(self, response: Any) -> None:
         if type(response).__module__ == "numpy":
             response = response.tolist()  # an array becomes a list, a numpy scalar a Python one
-        if isinstance(response, list | tuple):
+        if isinstance(response, _SEQUENCES):
             for item in response:
                 self._item(item)
         else:
@@ -79,7 +121,7 @@ class PredictionMonitor:
         value = item[key]
         if type(value).__module__ == "numpy":
             value = value.tolist()
-        if isinstance(value, list | tuple):
+        if isinstance(value, _SEQUENCES):
             for each in value:
                 self._one(each)
         else:
@@ -88,7 +130,7 @@ class PredictionMonitor:
     def _label(self, value: Any) -> None:
         if type(value).__module__ == "numpy":
             value = value.tolist()
-        if not isinstance(value, str | int):
+        if not isinstance(value, (str, int)):
             self._wrong(_described(value))
             return
         label = value if isinstance(value, str) else str(value)
@@ -103,15 +145,10 @@ class PredictionMonitor:
     def _value(self, value: Any) -> None:
         if type(value).__module__ == "numpy":
             value = value.tolist()
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self._wrong(_described(value))
             return
-        assert self.values is not None
-        self.values.observe(value)
-        if self.min is None or value < self.min:
-            self.min = value
-        if self.max is None or value > self.max:
-            self.max = value
+        self._record(value)
 
     def _wrong(self, found: str) -> None:
         self.wrong_type += 1
@@ -126,7 +163,9 @@ class PredictionMonitor:
         values: ValuesJSON | None = None
         if self.values is not None:
             values = {"bounds": list(self.values.bounds), "counts": list(self.values.counts),
-                      "sum": self.values.sum, "count": self.values.count, "min": self.min, "max": self.max}
+                      "sum": self.values.sum, "count": self.values.count,
+                      "min": self.min if self.values.count else None,
+                      "max": self.max if self.values.count else None}
         return {"model_type": self.model_type, "key": self.key, "classes": dict(self.classes), "values": values,
                 "wrong_type": self.wrong_type}
 
