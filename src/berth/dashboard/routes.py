@@ -76,7 +76,9 @@ class Dashboard:
 
     def detail(self, name: str, since: float) -> dict[str, Any]:
         now = self.clock()
-        return {"now": now, "api": self.source.api(name), "series": self.source.series(name, now - since, now),
+        # The spec is left out: the page does not show it and the stream would resend it every 2 s.
+        api = {key: value for key, value in self.source.api(name).items() if key != "spec"}
+        return {"now": now, "api": api, "series": self.source.series(name, now - since, now),
                 "predictions": self.predictions(name), "since": now - since}
 
 

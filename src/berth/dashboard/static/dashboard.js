@@ -339,11 +339,14 @@
     });
     var x = [], ready = [], desired = [], r2 = [], r4 = [], r5 = [], p50 = [], p99 = [], inflight = [];
     rows.forEach(function (row) {
-      var elapsed = Math.max(1, Math.min(row.seconds, now - row.start)); // the open bucket is still filling
+      // The open bucket is still filling (and reaches the store up to ~10 s late): its rate is the count
+      // over the time elapsed, shown once half a minute has passed, when that is close to the truth.
+      var elapsed = Math.min(row.seconds, now - row.start);
+      var noRate = row.gap || (elapsed < 30 && row.seconds > elapsed);
       x.push(row.start);
       ready.push(row.gap ? null : row.replicas_ready); desired.push(row.gap ? null : row.replicas_desired);
-      r2.push(row.gap ? null : row.code_2xx / elapsed); r4.push(row.gap ? null : row.code_4xx / elapsed);
-      r5.push(row.gap ? null : row.code_5xx / elapsed);
+      r2.push(noRate ? null : row.code_2xx / elapsed); r4.push(noRate ? null : row.code_4xx / elapsed);
+      r5.push(noRate ? null : row.code_5xx / elapsed);
       p50.push(row.p50 == null ? null : row.p50 * 1000); p99.push(row.p99 == null ? null : row.p99 * 1000);
       inflight.push(row.gap ? null : row.in_flight);
     });
