@@ -167,7 +167,7 @@ async def test_every_process_is_counted_once_and_restarts_start_from_zero(short_
     replica = fleet.replicas["r1"] = ready_replica("r1", "iris", short_dir / "r1", processes=2)
     processes = [FakeProcess(0, "100-1"), FakeProcess(1, "101-1")]
     sink = Sink()
-    collector = ReplicaCollector(fleet, lambda: fleet.replicas, sink)
+    collector = ReplicaCollector(fleet, lambda: fleet.replicas, sink, started_at=0.0)
     async with serving(stats_app(processes[0]), socket_path(replica.socket_dir, 0)), \
             serving(stats_app(processes[1]), socket_path(replica.socket_dir, 1)):
         for _ in range(3):
@@ -198,7 +198,7 @@ async def test_the_exposition_parses_and_holds_every_source(short_dir: Path, sto
         classifier.serve(0.004, label)
     for value in (-3.0, 12.0, 400.0):
         regressor.serve(0.1, value=value)
-    collector = ReplicaCollector(fleet, lambda: fleet.replicas)
+    collector = ReplicaCollector(fleet, lambda: fleet.replicas, started_at=0.0)
     async with serving(stats_app(classifier), socket_path(iris.socket_dir, 0)), \
             serving(stats_app(regressor), socket_path(price.socket_dir, 0)):
         await collector.poll_all()
@@ -249,7 +249,7 @@ async def test_the_exposition_parses_and_holds_every_source(short_dir: Path, sto
 async def test_the_observe_app_serves_metrics_on_a_unix_socket(short_dir: Path, store: Store) -> None:
     fleet = Fleet(apis={"iris": deployed("iris", None)})
     sources = MetricsSources(fleet=fleet, ledger=RequestLedger(store),
-                             collector=ReplicaCollector(fleet, lambda: fleet.replicas),
+                             collector=ReplicaCollector(fleet, lambda: fleet.replicas, started_at=0.0),
                              loads=lambda: ({}, {}), decision=lambda api: None, drift=lambda api: None)
     sock = short_dir / "observe.sock"
     async with serving(observe_app(BerthCollector(sources)), sock):
@@ -281,7 +281,7 @@ async def test_a_draining_replica_is_polled_once_more_before_sigterm(short_dir: 
     replica = fleet.replicas["r1"] = ready_replica("r1", "iris", short_dir / "r1", processes=1)
     process = FakeProcess(0, "1-1", model_type=None)
     woken: list[bool] = []
-    collector = ReplicaCollector(fleet, lambda: fleet.replicas, wake=lambda: woken.append(True))
+    collector = ReplicaCollector(fleet, lambda: fleet.replicas, wake=lambda: woken.append(True), started_at=0.0)
     async with serving(stats_app(process), socket_path(replica.socket_dir, 0)):
         process.serve(0.01)
         await collector.poll_all()
@@ -296,3 +296,28 @@ async def test_a_draining_replica_is_polled_once_more_before_sigterm(short_dir: 
     predict = collector.apis["iris"].versions["v1"].predict
     assert predict is not None and predict.count == 2
     assert woken == [True]
+
+
+async def test_a_restarted_daemon_neither_recounts_nor_loses_a_running_process(short_dir: Path) -> None:
+    fleet = Fleet(apis={"iris": deployed("iris", {"model_type": "classification"})})
+    replica = fleet.replicas["r1"] = ready_replica("r1", "iris", short_dir / "r1", processes=1)
+    process = FakeProcess(0, "100-1000.5")  # started at t=1000.5
+    state = short_dir / "replica-stats.json"
+    first, second, third = Sink(), Sink(), Sink()
+    async with serving(stats_app(process), socket_path(replica.socket_dir, 0)):
+        process.serve(0.01, "cat")
+        old = ReplicaCollector(fleet, lambda: fleet.replicas, first, state_file=state, started_at=1000.0)
+        await old.poll_all()
+        old.save()
+        process.serve(0.01, "dog")  # counted by nobody yet when the daemon restarts
+        new = ReplicaCollector(fleet, lambda: fleet.replicas, second, state_file=state, started_at=2000.0)
+        new.load()
+        await new.poll_all()
+        # a daemon without the saved readings cannot tell what was counted: a baseline, nothing counted
+        blind = ReplicaCollector(fleet, lambda: fleet.replicas, third, state_file=short_dir / "none.json",
+                                 started_at=2000.0)
+        blind.load()
+        await blind.poll_all()
+    assert [d["classes"] for _, d in first.predictions] == [{"cat": 1}]
+    assert [d["classes"] for _, d in second.predictions] == [{"dog": 1}]
+    assert third.predictions == []

@@ -50,7 +50,7 @@ def test_what_the_daemon_counted_comes_back_through_the_source(store: Store, tmp
     fleet = Fleet(apis={"iris": deployed("iris")})
     ledger = RequestLedger(store, recorder)
     gateways = GatewayLinks(Routing(1), ledger, [], tmp_path / "routes.json")
-    collector = ReplicaCollector(fleet, lambda: fleet.replicas, recorder)
+    collector = ReplicaCollector(fleet, lambda: fleet.replicas, recorder, started_at=0.0)
     replica = Replica(id="r1", api="iris", version="v1", socket_dir=tmp_path, log_path=tmp_path / "log",
                       processes=1, created_at=0.0)
     latency = Histogram.empty(LATENCY_BOUNDS)

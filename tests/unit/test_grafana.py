@@ -62,7 +62,7 @@ def full_exposition(store: Store) -> str:
     """Every family with at least one sample, from the real collector classes."""
     fleet = Fleet(apis={"cls": api("cls", {"model_type": "classification"}),
                         "reg": api("reg", {"model_type": "regression"})})
-    collector = ReplicaCollector(fleet, lambda: fleet.replicas)
+    collector = ReplicaCollector(fleet, lambda: fleet.replicas, started_at=0.0)
     for name, model_type in (("cls", "classification"), ("reg", "regression")):
         replica = Replica(id=f"{name}-r", api=name, version="v1", socket_dir=Path("/nowhere"),
                           log_path=Path("/nowhere"), processes=1, created_at=0.0)

@@ -6,6 +6,11 @@ turns the readings into deltas per process incarnation (a restarted process star
 adds them into per-API, per-version aggregates kept in memory; prediction deltas also go to the
 history recorder. A replica being stopped is asked once more after its drain, so nothing it counted
 is lost. Nothing here is on the request path: a slow or dead replica costs one timed-out poll.
+
+The last reading of each process is saved beside the store after every history flush (`save`), so a
+restarted daemon takes deltas from where the last one stopped instead of counting a running
+process's predictions again; a process it knows nothing of that started before it is read as a
+baseline only.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from berth.control.fleet import FleetView
@@ -73,8 +81,11 @@ class ReplicaUsage:
 
 class ReplicaCollector:
     def __init__(self, fleet: FleetView, replicas: Callable[[], Mapping[str, Replica]],
-                 sink: PredictionSink | None = None, wake: Callable[[], None] = lambda: None) -> None:
+                 sink: PredictionSink | None = None, wake: Callable[[], None] = lambda: None,
+                 state_file: Path | None = None, started_at: float | None = None) -> None:
         self.fleet = fleet
+        self.state_file = state_file
+        self.started_at = time.time() if started_at is None else started_at
         self.replicas = replicas
         self.sink = sink
         self.wake = wake  # the reconciler, when a final poll it waits for is done
@@ -84,6 +95,25 @@ class ReplicaCollector:
         self.gpus: list[GPUSample] = []
         self.sampler = ResourceSampler()
         self._final: dict[str, asyncio.Task[None]] = {}
+
+    # --- the readings seen, across daemon restarts -----------------------------------------------
+    def load(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            saved = json.loads(self.state_file.read_text())
+            self.seen = {(replica, int(process)): (incarnation, reading)
+                         for replica, process, incarnation, reading in saved}
+        except (OSError, ValueError, TypeError) as exc:
+            log.info("no saved replica readings (%s): processes that were running are read as baselines", exc)
+
+    def save(self) -> None:
+        """Called right after the history flush, which holds the deltas up to these readings."""
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps([[r, p, inc, reading] for (r, p), (inc, reading) in self.seen.items()]))
+        os.replace(tmp, self.state_file)
 
     # --- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -141,8 +171,10 @@ class ReplicaCollector:
         key = (replica.id, process)
         incarnation = str(reading.get("incarnation", ""))
         seen = self.seen.get(key)
-        before = seen[1] if seen is not None and seen[0] == incarnation else {}
         self.seen[key] = (incarnation, reading)
+        if seen is None and _started(incarnation) < self.started_at:
+            return  # counted by an earlier daemon whose readings were not saved: a baseline only
+        before = seen[1] if seen is not None and seen[0] == incarnation else {}
         aggregate = self.apis.setdefault(replica.api, APIAggregate())
         version = str(reading.get("version") or replica.version)
         per_version = aggregate.versions.setdefault(version, VersionAggregate())
@@ -172,6 +204,14 @@ class ReplicaCollector:
         for aggregate in self.apis.values():
             for slot in [slot for slot in aggregate.init_seconds if slot[1] not in replicas]:
                 del aggregate.init_seconds[slot]
+
+
+def _started(incarnation: str) -> float:
+    """The process start time in an incarnation ("<pid>-<start time>"); +inf when it has none."""
+    try:
+        return float(incarnation.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return float("inf")
 
 
 def _since(now: Mapping[str, Any], before: Mapping[str, Any], name: str) -> Histogram | None:

@@ -109,7 +109,7 @@ class Daemon:
         self.management = ManagementAPI(self.store, self.reconciler, self.reconciler.wait_for, self.gateways,
                                         self.deployer, self.paths, self.info, self.request_stop, time.time)
         self.collector = ReplicaCollector(self.reconciler, lambda: self.reconciler.replicas, self.history,
-                                          wake=self.reconciler.wake)
+                                          wake=self.reconciler.wake, state_file=self.paths.home / "replica-stats.json")
         self.observing = Observing(self.reconciler, self.gateways, self.store, self.collector, self.history)
         self.metrics = BerthCollector(self.observing.sources())
         self.observe = ObserveSource(self.reconciler, self.gateways, self.store, self.metrics,
@@ -136,6 +136,7 @@ class Daemon:
         self.paths.ensure()
         self.store.open()
         self.reconciler.load()
+        self.collector.load()
         self.observing.watch_failures(self.reconciler.health)
         self.reconciler.draining.before_stop = self.collector.final_poll_done
         self.gateways.start()
@@ -176,7 +177,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.gateways.stop()  # the ledger's last deltas go to the history too
         try:
-            self.history.flush(time.time())
+            self.observing.flush()
         except Exception:  # the store may be busy; the minute rows lost are the only cost
             log.exception("saving request history failed")
         self.store.close()

@@ -25,7 +25,6 @@ from berth.control.store import Store
 from berth.dashboard import DashboardSource, routes
 from berth.errors import NotFound
 
-
 PREDICTION_WINDOW = 3600.0  # the dashboard's prediction summary covers the last hour
 
 

@@ -90,9 +90,14 @@ class Observing:
                 self.sample()
                 if now >= next_flush:
                     next_flush = now + HISTORY_FLUSH_SECONDS
-                    self.recorder.flush(now)
+                    self.flush()
             except Exception:  # a busy database costs history, never the control plane
                 log.exception("recording request history failed")
+
+    def flush(self) -> None:
+        """History first, then the readings the history now holds the deltas of."""
+        self.recorder.flush(self.clock())
+        self.collector.save()
 
     def sample(self) -> None:
         loads = self.gateways.loads() or {}
