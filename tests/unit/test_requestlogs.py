@@ -63,3 +63,18 @@ def test_poll_follows_a_rotation_without_losing_or_repeating_lines(tmp_path: Pat
     assert ids(reader.poll()) == ["b", "c"]
     append(log, line(4, "d"))
     assert ids(reader.poll()) == ["d"]
+
+
+def test_berth_logs_without_a_live_replica_shows_the_last_replica_log_not_a_request_log(tmp_path: Path) -> None:
+    from berth.control.logs import LogReader, collect_logs
+
+    (tmp_path / "api").mkdir()
+    replica = tmp_path / "api" / "abc123-def456.log"
+    replica.write_text("the predictor's last words\n")
+    request_log = tmp_path / "api" / "requests-0.log"
+    request_log.write_text(line(1, "a"))
+    os.utime(replica, (1000, 1000))  # the request log is newer
+    reader = LogReader(tmp_path / "api", live=set())
+    assert b"".join(reader.initial(10)) == b"the predictor's last words\n"
+    assert collect_logs(tmp_path, {"api"}, set(), now=10**10) == []  # the replica's newest file is kept
+    assert replica.exists() and request_log.exists()

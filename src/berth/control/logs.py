@@ -23,7 +23,7 @@ class LogReader:
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
             return []
-        found = sorted(self.folder.glob("*.log"), key=lambda p: p.stat().st_mtime)
+        found = sorted(replica_logs(self.folder), key=lambda p: p.stat().st_mtime)
         chosen = [path for path in found if path.stem in self.live]
         return chosen or found[-1:]
 
@@ -73,7 +73,7 @@ def collect_logs(folder: Path, apis: Set[str], live: Set[str], now: float,
         return []
     removed: list[str] = []
     for api_folder in sorted(path for path in folder.iterdir() if path.is_dir() and not path.is_symlink()):
-        files = sorted(api_folder.glob("*.log"), key=_mtime)
+        files = sorted(replica_logs(api_folder), key=_mtime)
         if api_folder.name not in apis:
             quiet_since = max([_mtime(api_folder), *map(_mtime, files)])
             if not any(path.stem in live for path in files) and now - quiet_since > retention:
@@ -85,6 +85,11 @@ def collect_logs(folder: Path, apis: Set[str], live: Set[str], now: float,
                 path.unlink(missing_ok=True)
                 removed.append(f"{api_folder.name}/{path.name}")
     return removed
+
+
+def replica_logs(folder: Path) -> list[Path]:
+    """The replicas' output files; the gateway's request logs (requests-<worker>.log) live beside them."""
+    return [path for path in folder.glob("*.log") if not path.name.startswith("requests-")]
 
 
 def _mtime(path: Path) -> float:
