@@ -31,16 +31,26 @@ LINE = ('{"ts":%.6f,"request_id":%s,"api":%s,"method":%s,"path":%s,"status":%d,"
 def format_line(entry: Entry, wall_offset: float) -> str:
     """One JSON line; `wall_offset` turns the monotonic end time into unix time."""
     api, ended, request_id, method, path, status, seconds, replica, reason = entry
-    return LINE % (ended + wall_offset, _text(request_id), encode_basestring_ascii(api), _text(method),
-                   _text(path), status, seconds, _optional(replica), _optional(reason))
+    return LINE % (ended + wall_offset, _text(request_id), _name(api), _name(method.decode("latin-1")), _text(path),
+                   status, seconds, _name(replica), _name(reason))
+
+
+_names: dict[str, str] = {}  # API names, methods, replica ids, reasons: few, and repeated
 
 
 def _text(value: bytes) -> str:
     return encode_basestring_ascii(value.decode("latin-1"))
 
 
-def _optional(value: str | None) -> str:
-    return "null" if value is None else encode_basestring_ascii(value)
+def _name(value: str | None) -> str:
+    if value is None:
+        return "null"
+    found = _names.get(value)
+    if found is None:
+        if len(_names) > 4096:  # replica ids come and go: start over rather than grow for ever
+            _names.clear()
+        found = _names[value] = encode_basestring_ascii(value)
+    return found
 
 
 class RequestLog:

@@ -7,6 +7,7 @@ pulls them over the control channel (`counters()`) and turns them into deltas.
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,10 @@ class APIStats:
     latency_count: int = 0
 
     def __post_init__(self) -> None:
-        self.codes: dict[int, int] = {}
-        self.latency = Histogram.empty(LATENCY_BOUNDS)  # seconds from request head read to response end
+        # Lists indexed by status code and by latency bucket: on the hot path an index is cheaper than
+        # a dict lookup or a Histogram method call. `codes` and `latency` build the shapes at read time.
+        self.by_code = [0] * 1000  # every three-digit status
+        self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)  # seconds from request head read to response end
         self.refusals: dict[str, int] = {}  # X-Berth-Reason of the gateway's own answers; client-gone for 499
 
     def record(self, status: int, seconds: float, reason: str | None = None) -> None:
@@ -47,17 +50,24 @@ class APIStats:
             self.code_5xx += 1
         self.latency_sum += seconds
         self.latency_count += 1
-        codes = self.codes
-        codes[status] = codes.get(status, 0) + 1
-        self.latency.observe(seconds)
+        self.by_code[status] += 1
+        self.buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1  # Histogram.observe's rule: le
         if reason is not None:
             self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    @property
+    def codes(self) -> dict[int, int]:
+        return {code: count for code, count in enumerate(self.by_code) if count}
+
+    @property
+    def latency(self) -> Histogram:
+        return Histogram(LATENCY_BOUNDS, list(self.buckets), self.latency_sum, self.latency_count)
 
     def counters(self) -> dict[str, Any]:
         """What the control channel's "stats" op sends: today's keys, plus codes, latency and refusals."""
         data: dict[str, Any] = dataclasses.asdict(self)
         data["codes"] = {str(code): count for code, count in self.codes.items()}
-        data["latency"] = self.latency.copy().as_json()
+        data["latency"] = self.latency.as_json()
         data["refusals"] = dict(self.refusals)
         return data
 
