@@ -23,7 +23,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 COMMANDS = [["get"], ["get", "hello"], ["describe", "hello"], ["refresh", "hello"], ["logs", "hello"],
             ["delete", "hello"], ["deploy", str(EXAMPLES / "hello")], ["validate", str(EXAMPLES / "hello")],
             ["cluster", "status"], ["cluster", "down"], ["get", "--since", "1h"], ["get", "hello", "--since", "1h"],
-            ["logs", "hello", "--requests"], ["monitor", "baseline", "hello"]]
+            ["logs", "hello", "--requests"], ["monitor", "baseline", "hello"], ["dashboard"]]
 
 
 class FakeBackend:

@@ -233,3 +233,9 @@ def test_logs_requests_json_lines_and_json_without_requests(tmp_path: Path, monk
     assert backend.calls == [("request_logs", "hello", "True", "200")]
     refused = run(tmp_path, "logs", "hello", "-o", "json")
     assert refused.exit_code == 1 and "-o json goes with --requests" in refused.stderr
+
+
+def test_long_labels_are_cut_so_the_counts_stay_in_columns() -> None:
+    lines = monitor.class_lines({"x" * 50: 3, "y": 1}, 4)
+    assert lines[0].plain.startswith("  " + "x" * 29 + "\u2026  ")
+    assert lines[0].plain.index("3") == lines[1].plain.index("1")

@@ -21,6 +21,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 TOP_CLASSES = 10
 BAR = 24  # characters of the longest bar
+LABEL_WIDTH = 30  # longer class labels are cut, so the counts stay in columns
 MIN_SAMPLES_TEXT = "100"
 
 
@@ -85,7 +86,7 @@ def prediction_block(api: dict[str, Any], window: str | None) -> list[Text]:
 
 def class_lines(classes: dict[str, int], total: int) -> list[Text]:
     ranked = sorted(classes.items(), key=lambda item: (-item[1], item[0]))
-    shown = ranked[:TOP_CLASSES]
+    shown = [(_label(label), count) for label, count in ranked[:TOP_CLASSES]]
     width = max(len(label) for label, _ in shown)
     most = shown[0][1] or 1
     lines = [Text(f"  {label:<{width}}  {count:>9,}  {100 * count / total:5.1f}%  {_bar(count, most)}")
@@ -132,6 +133,10 @@ def drift_line(api: dict[str, Any]) -> Text:
     style = {"stable": "green", "shifting": "yellow", "drifted": "red"}.get(drift["verdict"], "")
     return Text.from_markup(f"[bold]drift:[/bold] {drift['psi']:.2f} ([{style}]{drift['verdict']}[/{style}]) — "
                             f"last hour vs {escape(baseline)}")
+
+
+def _label(label: str, width: int = LABEL_WIDTH) -> str:
+    return label if len(label) <= width else label[:width - 1] + "\u2026"
 
 
 def _bar(count: int, most: int) -> str:
