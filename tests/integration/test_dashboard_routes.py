@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from berth.dashboard.assets import load_assets
 from tests.browser.fake_source import FakeSource, serve
 
 # The module (the package's `routes` attribute is the function of the same name).
@@ -157,3 +158,25 @@ def test_stream_ends_after_its_lifetime(base: str, monkeypatch: pytest.MonkeyPat
     with httpx.stream("GET", base + "/_berth/api/stream", timeout=10) as response:
         body = b"".join(response.iter_bytes())  # returns only because the server ends the stream
     assert body.startswith(b"retry: 2000") and b"event: overview" in body
+
+
+def test_one_overview_serves_every_reader_within_a_second(source: FakeSource) -> None:
+    now = [1000.0]
+    board = dashboard_routes.Dashboard(source, lambda: now[0], load_assets())
+    first = board.overview()
+    now[0] += 0.5
+    assert board.overview() is first and source.calls.count("overview") == 1
+    now[0] += 0.6
+    assert board.overview() is not first and source.calls.count("overview") == 2
+
+
+def test_head_of_the_stream_starts_nothing(source: FakeSource, base: str) -> None:
+    response = httpx.head(base + "/_berth/api/stream", timeout=5)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    assert "overview" not in source.calls
+
+
+def test_the_stream_leaves_the_spec_out(base: str) -> None:
+    with httpx.stream("GET", base + "/_berth/api/stream?api=iris", timeout=10) as response:
+        (_, _overview), (_, detail) = _events(response.iter_lines(), 2)
+    assert "spec" not in detail["api"] and detail["api"]["spec_file"] == "berth.yaml"

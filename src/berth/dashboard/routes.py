@@ -28,6 +28,7 @@ STREAM_LIFETIME = 600.0  # a stream ends after this; the browser's EventSource r
 MAX_STREAMS = 32  # open streams at once; more get a 503 and the page falls back to polling
 SPARK_MINUTES = 60  # the overview's per-API sparkline covers the last hour
 TAIL_SECONDS = 180.0  # the stream's per-API series tail: the buckets still changing
+OVERVIEW_TTL = 1.0  # one overview serves every stream (and poll) asking within this many seconds
 PREDICTIONS_TTL = 10.0  # prediction summaries and drift are recomputed at most this often per API
 WINDOWS = {"1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "14d": 14 * 86400.0}
 
@@ -41,6 +42,7 @@ class Dashboard:
         self.assets = assets
         self.streams = 0
         self._predictions: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._overview: tuple[float, dict[str, Any]] | None = None
 
     def predictions(self, name: str) -> dict[str, Any] | None:
         """Cached per API for PREDICTIONS_TTL: drift reads a day of history, the stream asks every 2 s."""
@@ -53,7 +55,15 @@ class Dashboard:
         return value
 
     def overview(self) -> dict[str, Any]:
+        """Shared by every open stream for OVERVIEW_TTL: ten tabs cost the store what one does."""
         now = self.clock()
+        if self._overview is not None and 0 <= now - self._overview[0] < OVERVIEW_TTL:
+            return self._overview[1]
+        value = self._build_overview(now)
+        self._overview = (now, value)
+        return value
+
+    def _build_overview(self, now: float) -> dict[str, Any]:
         rows = self.source.overview()
         names = {row["name"] for row in rows}
         for gone in [name for name in self._predictions if name not in names]:
@@ -106,6 +116,8 @@ def routes(source: DashboardSource, clock: Callable[[], float] = time.time) -> l
             return _json({"error": f"no API named {name!r}", "hint": "the overview at /_berth/ lists them"}, 404)
 
     async def stream(request: Request) -> Response:
+        if request.method == "HEAD":  # the headers a GET would get, without starting a stream
+            return Response(status_code=200, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         if board.streams >= MAX_STREAMS:
             return _json({"error": f"{MAX_STREAMS} dashboard streams are open already",
                           "hint": "close a dashboard tab; the page polls meanwhile"}, 503)
