@@ -163,6 +163,20 @@ async def test_without_the_daemon_berth_pages_are_a_503_and_writes_a_405(tmp_pat
             assert refused.json()["error"].startswith("/_berth/metrics is read-only")
 
 
+async def test_a_daemon_closing_before_it_answers_is_a_503_too(tmp_path: Path) -> None:
+    async def read_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # like a daemon stopping with the request read
+        writer.close()
+
+    server = await asyncio.start_unix_server(read_then_close, str(tmp_path / "observe.sock"))
+    try:
+        async with gateway(tmp_path / "observe.sock") as (_gw, url), httpx.AsyncClient() as client:
+            response = await client.get(f"{url}/_berth/metrics")
+            assert (response.status_code, response.headers["x-berth-reason"]) == (503, "control-plane-unavailable")
+    finally:
+        server.close()
+
+
 # --- request logs -------------------------------------------------------------------------------
 
 def lines(path: Path) -> list[dict[str, Any]]:

@@ -309,6 +309,9 @@ class ClientConnection(asyncio.Protocol):
             self._finish(exchange, 502, None, replica)
             self._close()  # part of the response went out: only closing tells the client it is cut
             return
+        if exchange.route is self.gateway.observe:
+            self._unreachable(exchange)  # the daemon went away mid-request (it restarts): as if not there
+            return
         self._finish(exchange, 502, "replica-connection-lost", replica)
         self._answer(exchange.request, 502, "the replica closed the connection before answering; the request "
                      "was not retried because it had already been sent", b"replica-connection-lost")
