@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from berth.observability.histogram import Histogram
-from berth.observability.replica_metrics import ReplicaMetrics
 from berth.runtime.contract import MAX_CLASSES, OTHER_CLASS, PREDICTION_VALUE_BOUNDS, ReplicaArgs
+from berth.runtime.metrics import ReplicaMetrics
 from berth.runtime.monitoring import PredictionMonitor
 
 

@@ -23,7 +23,6 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from berth.config.schema import RealtimeAPI
-from berth.observability.replica_metrics import CONTENT_TYPE, ReplicaMetrics
 from berth.runtime import oip
 from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher
@@ -40,6 +39,7 @@ from berth.runtime.errors import (
     RouteNotFound,
     error_response,
 )
+from berth.runtime.metrics import CONTENT_TYPE, ReplicaMetrics
 from berth.runtime.models import ModelCache, sources
 from berth.runtime.monitoring import PredictionMonitor
 from berth.runtime.payload import parse_payload
