@@ -114,9 +114,12 @@
     source.addEventListener("api", function (e) { onDetail(JSON.parse(e.data), false); });
     source.addEventListener("missing", function () { renderMissing(state.route.name); });
     source.onerror = function () {
-      if (got) { setConn("connecting"); return; } // EventSource reconnects by itself
-      state.streamFailures++;
-      if (state.streamFailures >= 2) { startPolling(); } else { setConn("connecting"); }
+      setConn("connecting");
+      if (source.readyState !== EventSource.CLOSED) return; // EventSource reconnects by itself
+      // Refused (a 503: too many streams, or the daemon is down): try once more, then poll instead.
+      if (!got) state.streamFailures++;
+      got = false;
+      setTimeout(function () { if (state.source === source) connect(); }, POLL_MS);
     };
   }
   function disconnect() {
