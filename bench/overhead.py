@@ -91,6 +91,29 @@ class Scraper:
                     self.bytes = len(response.content)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+def scrape_cost(instance: BerthInstance, scrapes: int = 50) -> dict[str, float]:
+    """CPU milliseconds one scrape costs the daemon (which renders it) and the gateway (which passes it on):
+    back-to-back scrapes, less the same time spent idle (the daemon's own polling)."""
+    info = json.loads(instance.cli("cluster", "status", "-o", "json"))
+    groups = {"daemon": [int(info["pid"])], "gateway": [int(pid) for pid in info["gateway_pids"]]}
+    url = instance.url("/_berth/metrics")
+    with httpx.Client() as client:
+        before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        started = time.perf_counter()
+        for _ in range(scrapes):
+            client.get(url).raise_for_status()
+        elapsed = time.perf_counter() - started
+        busy = {name: cpu_seconds(pids) - before[name] for name, pids in groups.items()}
+    before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+    time.sleep(elapsed)
+    idle = {name: cpu_seconds(pids) - before[name] for name, pids in groups.items()}
+    return {name: max(0.0, busy[name] - idle[name]) / scrapes * 1000 for name in groups}
+
+
 def measure(urls: dict[str, str], duration: float, rounds: int,
             scraper: Scraper | None = None) -> dict[tuple[str, int], WrkResult]:
     """Names ending in "+s" are measured with the scraper on."""
@@ -196,6 +219,9 @@ def main() -> None:
                 results = measure(urls, args.duration, args.rounds, scraper if args.scrape else None)
             report(results)
             report_scraper(scraper)
+            if args.scrape:
+                cost = scrape_cost(instance)
+                print("CPU per scrape: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cost.items()))
             for process in processes:
                 stop(process)
             two_workers.close()
