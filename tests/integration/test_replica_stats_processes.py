@@ -103,3 +103,23 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_replica_started_by_the_supervisor_reports_its_version(tmp_path: Path) -> None:
+    from berth.control.replica import Replica
+    from berth.control.supervisor import Supervisor
+
+    (tmp_path / "predictor.py").write_text(textwrap.dedent(PREDICTOR))
+    spec = {"name": "versioned", "kind": "RealtimeAPI", "predictor": {"type": "python", "path": "predictor.py"}}
+    replica = Replica(id="versioned-1", api="versioned", version="v-abc", socket_dir=tmp_path / "run",
+                      log_path=tmp_path / "logs" / "replica.log", processes=1, created_at=time.time())
+    Supervisor(tmp_path / "models").spawn(replica, spec, tmp_path, dict(os.environ), time.time())
+    assert replica.popen is not None
+    try:
+        with _client(tmp_path, 0) as client:
+            _wait_ready(client, replica.popen)
+            assert client.get("/stats").json()["version"] == "v-abc"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(replica.popen.pid, signal.SIGKILL)  # its own session: started that way by the supervisor
+        replica.popen.wait(10)

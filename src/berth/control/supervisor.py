@@ -52,7 +52,8 @@ class Supervisor:
             log.flush()
             popen = subprocess.Popen(
                 ReplicaArgs(spec=spec_path, project=project, socket_dir=replica.socket_dir,
-                            replica_id=replica.id, model_cache=self.model_cache).command(self.python),
+                            replica_id=replica.id, model_cache=self.model_cache,
+                            version=replica.version).command(self.python),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=project,
                 env=dict(env), start_new_session=True,  # replicas outlive the daemon; Ctrl-C is not theirs
             )
