@@ -61,8 +61,10 @@ def test_nothing_is_stored_before_flush_and_flushes_add_up_within_a_minute(store
     clock.now = T0 + 30
     recorder.add_requests("a", requests(server=1, seconds=1.0), latencies(1.0))
     recorder.flush(clock.now)
-    [row] = history.request_series(store, "a", T0 - HOUR, T0 + HOUR)
+    [row] = history.request_series(store, "a", T0, T0 + 5 * MINUTE)
     assert (row.start, row.seconds, row.code_2xx, row.code_5xx, row.count) == (T0, MINUTE, 2, 1, 3)
+    [hour] = history.request_series(store, "a", T0 - HOUR, T0 + HOUR)  # whole hours: the hour rows
+    assert (hour.start, hour.seconds, hour.count, hour.latency.count) == (T0, HOUR, 3, 3)
     assert row.seconds_sum == pytest.approx(1.3)
     assert row.latency.count == 3
 
@@ -123,7 +125,8 @@ def test_totals_cover_only_buckets_that_overlap_the_window(store: Store) -> None
     assert (empty["requests"], empty["avg_request_seconds"], empty["p99"]) == (0, None, None)
 
 
-def test_fold_merges_minutes_older_than_a_day_into_hours_and_drops_hours_after_two_weeks(store: Store) -> None:
+def test_hours_serve_whole_hours_fold_drops_minutes_older_than_a_day_and_hours_after_two_weeks(
+        store: Store) -> None:
     clock = Clock(T0)
     recorder = HistoryRecorder(store, clock)
     for minute in (0, 1, 59, 60, 61):
@@ -131,15 +134,23 @@ def test_fold_merges_minutes_older_than_a_day_into_hours_and_drops_hours_after_t
         recorder.add_requests("a", requests(ok=1, seconds=0.5), latencies(0.5))
         recorder.add_predictions("a", classes(cat=1))
     recorder.flush(clock.now)
+
+    def series(since: float, until: float) -> list[tuple[float, float, int]]:
+        return [(r.start, r.seconds, r.count) for r in history.request_series(store, "a", since, until)]
+
+    hours = [(T0, HOUR, 3), (T0 + HOUR, HOUR, 2)]
+    assert series(T0, T0 + 3 * HOUR) == hours
+    assert series(T0 + 30 * MINUTE, T0 + 90 * MINUTE) == [(T0 + 59 * MINUTE, MINUTE, 1), (T0 + HOUR, MINUTE, 1),
+                                                          (T0 + HOUR + MINUTE, MINUTE, 1)]
     before = history.request_totals(store, "a", T0, T0 + 3 * HOUR)
     recorder.fold(T0 + 25 * HOUR)  # the first hour's minutes are older than a day
-    rows = history.request_series(store, "a", T0, T0 + 3 * HOUR)
-    assert [(r.start, r.seconds, r.count) for r in rows] == [(T0, HOUR, 3), (T0 + HOUR, MINUTE, 1),
-                                                             (T0 + HOUR + MINUTE, MINUTE, 1)]
-    recorder.fold(T0 + 26 * HOUR)  # the second hour too, and folding again changes nothing
+    assert series(T0, T0 + 3 * HOUR) == hours
+    # The first hour lost its minutes: its part of the window is its whole hour row.
+    assert series(T0 + 30 * MINUTE, T0 + 90 * MINUTE) == [(T0, HOUR, 3), (T0 + HOUR, MINUTE, 1),
+                                                          (T0 + HOUR + MINUTE, MINUTE, 1)]
+    recorder.fold(T0 + 26 * HOUR)  # the second hour's too; folding again changes nothing
     recorder.fold(T0 + 26 * HOUR)
-    rows = history.request_series(store, "a", T0, T0 + 3 * HOUR)
-    assert [(r.start, r.seconds, r.count) for r in rows] == [(T0, HOUR, 3), (T0 + HOUR, HOUR, 2)]
+    assert series(T0 + 30 * MINUTE, T0 + 90 * MINUTE) == hours
     after = history.request_totals(store, "a", T0, T0 + 3 * HOUR)
     assert {k: after[k] for k in ("2XX", "requests", "avg_request_seconds", "p50")} == \
         {k: before[k] for k in ("2XX", "requests", "avg_request_seconds", "p50")}
@@ -150,6 +161,23 @@ def test_fold_merges_minutes_older_than_a_day_into_hours_and_drops_hours_after_t
     recorder.fold(T0 + 15 * 24 * HOUR)
     assert history.request_series(store, "a", 0, T0 * 2) == []
     assert history.prediction_summary(store, "a", 0, T0 * 2) is None
+
+
+def test_a_window_counts_each_request_once_whatever_its_edges(store: Store) -> None:
+    clock = Clock(T0)
+    recorder = HistoryRecorder(store, clock)
+    for minute in range(0, 5 * 60, 7):
+        clock.now = T0 + minute * MINUTE + 3
+        recorder.add_requests("a", requests(ok=1), None)
+        recorder.add_predictions("a", classes(cat=1))
+    recorder.flush(clock.now)
+    minutes = [m for m in range(0, 5 * 60, 7)]
+    for since, until in ((0, 300), (13, 250), (60, 120), (59, 61), (7, 8), (100, 100.5), (0, 60), (61, 299)):
+        expected = sum(1 for m in minutes if since <= m < until or (m < since < m + 1))
+        totals = history.request_totals(store, "a", T0 + since * MINUTE, T0 + until * MINUTE)
+        summary = history.prediction_summary(store, "a", T0 + since * MINUTE, T0 + until * MINUTE)
+        assert totals["requests"] == expected, (since, until)
+        assert (summary["count"] if summary else 0) == expected, (since, until)
 
 
 def test_regression_summary_has_min_max_average_and_histogram(store: Store) -> None:

@@ -2,12 +2,15 @@
 
 Write side: the daemon's collector hands `HistoryRecorder` deltas (gateway counters, replica
 prediction counts) and samples (replicas, in-flight); the recorder adds them to an in-memory bucket
-for the current minute and `flush` adds the buffered deltas into the stored minute rows (read,
-merge, write, in one transaction; a daemon restart only loses what was not flushed yet). `fold`
-merges minute rows older than a day into hour rows and drops hour rows older than two weeks.
+for the current minute, and `flush` adds the buffered deltas into the stored minute row and into its
+hour row (read, merge, write, in one transaction; a daemon restart only loses what was not flushed).
+`fold` drops minute rows older than a day (their hour rows hold them) and hour rows older than two
+weeks.
 
 Read side: plain functions of the store (`request_series`, `request_totals`, `prediction_summary`,
-`drift`) used by the management API, the observe app and the dashboard.
+`drift`) used by the management API, the observe app and the dashboard. A window is made of whole
+hours from hour rows and of minute rows for its partial hours (see `_pieces`), so reading two weeks
+adds up a few hundred rows, and nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -163,40 +166,73 @@ class HistoryRecorder:
                              in_flight=in_flight, samples=1))
 
     def flush(self, now: float) -> None:
-        """Add everything buffered into the stored rows (one transaction) and forget it."""
+        """Add everything buffered into the stored minute rows and their hour rows (one transaction), and
+        forget it. Hour rows are kept up to date as minutes come, so a read over days adds up hours."""
         requests, predictions = self._requests, self._predictions
         if not requests and not predictions:
             return
         with self.store.transaction():
-            for (api, _start), row in requests.items():
+            for (api, start), row in requests.items():
                 _add_request_row(self.store, api, row)
+                hour = HistoryRow(_bucket(start, HOUR), HOUR)
+                hour.merge(row)
+                _add_request_row(self.store, api, hour)
             for (api, start), data in predictions.items():
                 _add_prediction_row(self.store, api, start, MINUTE, data)
+                _add_prediction_row(self.store, api, _bucket(start, HOUR), HOUR, data)
         self._requests, self._predictions = {}, {}
 
     def fold(self, now: float) -> None:
-        """Minute rows older than a day into hour rows; hour rows older than two weeks dropped."""
+        """Minute rows older than a day dropped (their hour rows hold them); hour rows older than two weeks
+        dropped."""
         fold(self.store, now)
 
 
 def fold(store: Store, now: float) -> None:
-    cutoff = _bucket(now - MINUTES_KEPT, MINUTE)
+    cutoff, oldest = _bucket(now - MINUTES_KEPT, MINUTE), now - HOURS_KEPT
     with store.transaction() as db:
-        minutes = db.execute("SELECT * FROM request_history WHERE seconds = ? AND start < ?",
-                             (MINUTE, cutoff)).fetchall()
-        for raw in minutes:
-            row = _history_row(raw)
-            hour = HistoryRow(_bucket(row.start, HOUR), HOUR)
-            hour.merge(row)
-            _add_request_row(store, str(raw[0]), hour)
-        db.execute("DELETE FROM request_history WHERE seconds = ? AND start < ?", (MINUTE, cutoff))
-        for api, start, data in db.execute("SELECT api, start, data FROM prediction_history "
-                                           "WHERE seconds = ? AND start < ?", (MINUTE, cutoff)).fetchall():
-            _add_prediction_row(store, api, _bucket(start, HOUR), HOUR, json.loads(data))
-        db.execute("DELETE FROM prediction_history WHERE seconds = ? AND start < ?", (MINUTE, cutoff))
-        oldest = now - HOURS_KEPT
-        db.execute("DELETE FROM request_history WHERE seconds = ? AND start < ?", (HOUR, oldest))
-        db.execute("DELETE FROM prediction_history WHERE seconds = ? AND start < ?", (HOUR, oldest))
+        for table in ("request_history", "prediction_history"):
+            db.execute(f"DELETE FROM {table} WHERE seconds = ? AND start < ?", (MINUTE, cutoff))
+            db.execute(f"DELETE FROM {table} WHERE seconds = ? AND start < ?", (HOUR, oldest))
+        # Reads need to know from when on every minute is still there.
+        db.execute("INSERT INTO history_horizon VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET "
+                   "minutes_from = MAX(minutes_from, excluded.minutes_from)", (cutoff,))
+
+
+def _minutes_from(store: Store) -> float:
+    """Minute rows before this were dropped by `fold`; after it, every minute recorded is there."""
+    row = store.db.execute("SELECT minutes_from FROM history_horizon WHERE id = 0").fetchone()
+    return float(row[0]) if row else -math.inf
+
+
+def _pieces(store: Store, api: str, since: float, until: float) -> list[tuple[int, float, float]]:
+    """Which rows make up [since, until) without counting anything twice: (bucket seconds, first start,
+    end) with rows `first start <= start < end`. Whole hours come from hour rows; the partial hours at
+    either end from minute rows where those hours still have all theirs (within the last day), else
+    from their hour row (the window widens to whole hours there)."""
+    complete_from = _minutes_from(store)
+    first_hour, last_hour = _bucket(since, HOUR), _bucket(until, HOUR)
+
+    def partial(hour: float, start: float, end: float) -> tuple[int, float, float]:
+        return (MINUTE, _bucket(start, MINUTE), end) if hour >= complete_from else (HOUR, hour, hour + 1)
+
+    if first_hour == last_hour:
+        return [partial(first_hour, since, until)]
+    pieces = []
+    whole_from = first_hour if since == first_hour else first_hour + HOUR
+    if whole_from > first_hour:
+        pieces.append(partial(first_hour, since, whole_from))
+    if last_hour > whole_from:
+        pieces.append((HOUR, whole_from, last_hour))
+    if until > last_hour:
+        pieces.append(partial(last_hour, last_hour, until))
+    return pieces
+
+
+def _where(pieces: list[tuple[int, float, float]]) -> tuple[str, list[float]]:
+    """A WHERE clause (after `api = ?`) selecting the pieces' rows, and its parameters."""
+    clause = " OR ".join("(seconds = ? AND start >= ? AND start < ?)" for _ in pieces)
+    return f"({clause})", [value for piece in pieces for value in piece]
 
 
 # --- rows in the store (callers hold a transaction) -------------------------------------------------
@@ -241,10 +277,12 @@ def _bucket(at: float, seconds: int) -> float:
 
 # --- read side ----------------------------------------------------------------------------------
 def request_series(store: Store, api: str, since: float, until: float) -> list[HistoryRow]:
-    """The stored buckets that overlap [since, until), oldest first (hour rows before minute rows)."""
-    rows = store.db.execute(
-        f"SELECT {_REQUEST_COLUMNS} FROM request_history WHERE api = ? AND start + seconds > ? AND start < ? "
-        "ORDER BY start, seconds DESC", (api, since, until)).fetchall()
+    """The buckets that make up [since, until), oldest first: minute rows within the last day, hour rows
+    for whole hours of a longer window (see `_pieces`)."""
+    pieces = _pieces(store, api, since, until)
+    clause, values = _where(pieces)
+    rows = store.db.execute(f"SELECT {_REQUEST_COLUMNS} FROM request_history WHERE api = ? AND {clause} "
+                            "ORDER BY start, seconds DESC", (api, *values)).fetchall()
     return [_history_row(raw) for raw in rows]
 
 
@@ -260,12 +298,52 @@ def request_totals(store: Store, api: str, since: float, until: float) -> dict[s
             "since": since, "until": until}
 
 
+_TYPE = "json_extract(data, '$.model_type') = ?"
+_BOUNDS = "json_extract(data, '$.values.bounds') = ?"
+
+
 def _predictions(store: Store, api: str, since: float, until: float) -> dict[str, Any] | None:
-    merged: dict[str, Any] | None = None
-    for (data,) in store.db.execute("SELECT data FROM prediction_history WHERE api = ? AND start + seconds > ? "
-                                    "AND start < ? ORDER BY start, seconds DESC", (api, since, until)):
-        merged = merge_predictions(merged, json.loads(data))
-    return merged
+    """The predictions of the window, added up by SQLite itself (json_each) over the rows `_pieces`
+    picks: two weeks of minute rows with a hundred classes each would take the daemon's loop most of a
+    second in Python. Rows of the newest row's model type count (a redeploy may change `monitoring`)."""
+    clause, values = _where(_pieces(store, api, since, until))
+    rows = f"prediction_history WHERE api = ? AND {clause}"
+    each = f"prediction_history, json_each(data, ?) AS j WHERE api = ? AND {clause}"
+    window = (api, *values)
+    newest = store.db.execute(f"SELECT json_extract(data, '$.model_type'), json_extract(data, '$.key') FROM {rows} "
+                              "ORDER BY start DESC, seconds LIMIT 1", window).fetchone()
+    if newest is None:
+        return None
+    model_type, key = newest
+    typed = (*window, model_type)
+    (wrong,) = store.db.execute(f"SELECT SUM(json_extract(data, '$.wrong_type')) FROM {rows} AND {_TYPE}",
+                                typed).fetchone()
+    data: dict[str, Any] = {"model_type": model_type, "key": key, "classes": {}, "values": None,
+                            "wrong_type": int(wrong or 0)}
+    if model_type == "classification":
+        data["classes"] = {str(label): int(count) for label, count in store.db.execute(
+            f"SELECT j.key, SUM(j.value) FROM {each} AND {_TYPE} GROUP BY j.key", ("$.classes", *typed))}
+        return data
+    found = store.db.execute(f"SELECT json_extract(data, '$.values.bounds') FROM {rows} AND {_TYPE} AND "
+                             "json_extract(data, '$.values.bounds') IS NOT NULL ORDER BY start DESC, seconds LIMIT 1",
+                             typed).fetchone()
+    if found is not None:  # the newest bounds (fixed in contract.py; rows with others are left out)
+        data["values"] = _values(store, rows, each, (*typed, found[0]), json.loads(found[0]))
+    return data
+
+
+def _values(store: Store, rows: str, each: str, selected: tuple[Any, ...], bounds: list[float]) -> dict[str, Any]:
+    counts = [0] * (len(bounds) + 1)
+    for index, count in store.db.execute(f"SELECT j.key, SUM(j.value) FROM {each} AND {_TYPE} AND {_BOUNDS} "
+                                         "GROUP BY j.key", ("$.values.counts", *selected)):
+        if 0 <= int(index) < len(counts):
+            counts[int(index)] = int(count)
+    total, observed, low, high = store.db.execute(
+        "SELECT SUM(json_extract(data, '$.values.sum')), SUM(json_extract(data, '$.values.count')), "
+        "MIN(json_extract(data, '$.values.min')), MAX(json_extract(data, '$.values.max')) "
+        f"FROM {rows} AND {_TYPE} AND {_BOUNDS}", selected).fetchone()
+    return {"bounds": bounds, "counts": counts, "sum": float(total or 0.0), "count": int(observed or 0),
+            "min": low, "max": high}
 
 
 def prediction_summary(store: Store, api: str, since: float, until: float) -> dict[str, Any] | None:

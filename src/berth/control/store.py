@@ -97,6 +97,10 @@ CREATE TABLE IF NOT EXISTS prediction_history (
     data TEXT NOT NULL,
     PRIMARY KEY (api, start, seconds)
 );
+CREATE TABLE IF NOT EXISTS history_horizon (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    minutes_from REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS monitoring_baselines (
     api TEXT PRIMARY KEY,
     since REAL NOT NULL,
