@@ -9,7 +9,8 @@ app's rounds alternate between its monitor attached and detached (= no `monitori
 rounds' time per request, and the best rounds' (the least disturbed by
 other load), with their ratios. (2) `PredictionMonitor.observe` alone, per call. (3) With --wrk:
 real replica processes (`python -m berth.runtime --port`), one per variant, under wrk for that many
-seconds per round, rounds interleaved; median req/s and p50/p99.
+seconds per round, rounds interleaved; median req/s and p50/p99. (4) A request's own accounting:
+the prometheus_client objects the replica used before this change against its plain counters now.
 Budget (issue 10): monitoring costs the serving path nothing measurable (ratio within noise, < 1.05).
 """
 
@@ -154,6 +155,40 @@ def real_replicas(seconds: float, rounds: int, connections: int) -> dict[str, Wr
                 stop(process)
 
 
+def accounting() -> dict[str, float]:
+    """Nanoseconds of a request's own accounting: the prometheus_client objects the replica used before
+    (in-flight gauge up and down, a class counter, a latency histogram) against the plain counters now
+    (the same, plus the predict-time histogram and its two clock reads)."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge
+    from prometheus_client import Histogram as PromHistogram
+
+    from berth.runtime.metrics import ReplicaMetrics
+
+    registry = CollectorRegistry()
+    gauge = Gauge("g", "g", ["api_name"], registry=registry).labels("b")
+    counter = Counter("c", "c", ["api_name", "code"], registry=registry).labels("b", "2XX")
+    histogram = PromHistogram("h", "h", ["api_name"], registry=registry).labels("b")
+    metrics = ReplicaMetrics("b")
+    clock = time.perf_counter
+
+    def before() -> None:
+        gauge.inc()
+        gauge.dec()
+        counter.inc()
+        histogram.observe(0.003)
+
+    def now() -> None:
+        metrics.in_flight += 1
+        started = clock()
+        metrics.predict.observe(clock() - started)
+        metrics.in_flight -= 1
+        metrics.observe(200, 0.003)
+
+    number = 100_000
+    return {name: min(timeit.repeat(func, number=number, repeat=5)) / number * 1e9
+            for name, func in (("prometheus_client objects (before)", before), ("plain counters (now)", now))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=5000)
@@ -171,6 +206,9 @@ def main() -> None:
     print("PredictionMonitor.observe alone (best of 5 x 100k calls):")
     for name, nanos in observe_alone().items():
         print(f"  {name:<36} {nanos:7.0f} ns/call")
+    print("a request's own accounting, per request (best of 5 x 100k):")
+    for name, nanos in accounting().items():
+        print(f"  {name:<36} {nanos:7.0f} ns")
     if args.wrk:
         served = real_replicas(args.wrk, args.rounds, args.connections)
         base_rps = served["no monitoring"].rps

@@ -112,7 +112,8 @@ class PredictionMonitor:
     def _item(self, item: Any) -> None:
         key = self.key
         if key is None:
-            self._one(item)
+            if not self._fast(item):
+                self._one(item)
             return
         if not isinstance(item, dict) or key not in item:
             what = f"a dict without {key!r}" if isinstance(item, dict) else type(item).__name__
@@ -123,7 +124,8 @@ class PredictionMonitor:
             value = value.tolist()
         if isinstance(value, _SEQUENCES):
             for each in value:
-                self._one(each)
+                if not self._fast(each):
+                    self._one(each)
         else:
             self._one(value)
 
