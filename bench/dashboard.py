@@ -121,6 +121,9 @@ def open_dashboard(instance: BerthInstance, seconds: float, screenshot: Path | N
             time.sleep(min(5.0, max(0.0, ends - time.monotonic())))
         rss.append(daemon_rss(instance))
         if screenshot is not None:
+            page.click(".windows button[data-window='15m']")  # a fresh instance's history fills 15 minutes best
+            page.wait_for_selector(".windows button[data-window='15m'][aria-pressed='true']")
+            page.wait_for_timeout(1000)  # the charts redraw with the window's data
             page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return {"weights": weights, "rss": rss}

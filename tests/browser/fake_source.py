@@ -61,6 +61,10 @@ class FakeSource:
                 "autoscaler": [{"at": self.now - 1800, "avg_in_flight": 3.2, "target_replica_concurrency": 2.0,
                                 "raw_recommendation": 1.6, "current_replicas": 1, "downscale_factor_floor": 0,
                                 "upscale_factor_ceil": 2, "recommendation": 2, "downscale_stabilization_floor": 1,
+                                "upscale_stabilization_ceil": 2, "request": 2},
+                               {"at": self.now - 1790, "avg_in_flight": 3.0, "target_replica_concurrency": 2.0,
+                                "raw_recommendation": 1.5, "current_replicas": 2, "downscale_factor_floor": 1,
+                                "upscale_factor_ceil": 4, "recommendation": 2, "downscale_stabilization_floor": 2,
                                 "upscale_stabilization_ceil": 2, "request": 2}]}
 
     def series(self, name: str, since: float, until: float) -> list[dict[str, Any]]:

@@ -81,13 +81,14 @@ def test_api_detail_has_replicas_versions_events_series_and_predictions(base: st
     assert [e["kind"] for e in body["api"]["events"]] == ["deploy", "scale", "replica_failed"]
     assert 170 <= len(body["series"]) <= 181  # three hours of minute buckets in the fake
     assert body["predictions"]["summary"]["classes"]["cat"] == 70
+    assert [d["request"] for d in body["api"]["autoscaler"]] == [2]  # the decision that changed nothing is left out
 
 
 def test_api_detail_refuses_unknown_names_and_windows(base: str) -> None:
     missing = httpx.get(base + "/_berth/api/apis/nope")
     assert missing.status_code == 404 and "no API named 'nope'" in missing.json()["error"]
     bad = httpx.get(base + "/_berth/api/apis/iris?window=2h")
-    assert bad.status_code == 400 and "1h, 6h, 24h, 14d" in bad.json()["error"]
+    assert bad.status_code == 400 and "15m, 1h, 6h, 24h, 14d" in bad.json()["error"]
 
 
 def test_values_that_are_not_json_become_null(source: FakeSource, base: str) -> None:

@@ -30,7 +30,7 @@ SPARK_MINUTES = 60  # the overview's per-API sparkline covers the last hour
 TAIL_SECONDS = 180.0  # the stream's per-API series tail: the buckets still changing
 OVERVIEW_TTL = 1.0  # one overview serves every stream (and poll) asking within this many seconds
 PREDICTIONS_TTL = 10.0  # prediction summaries and drift are recomputed at most this often per API
-WINDOWS = {"1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "14d": 14 * 86400.0}
+WINDOWS = {"15m": 900.0, "1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0, "14d": 14 * 86400.0}
 
 
 class Dashboard:
@@ -80,14 +80,15 @@ class Dashboard:
         """The last hour as sparkline arrays, plus the latest bucket's p50/p99."""
         rows = self.source.series(name, now - SPARK_MINUTES * 60, now)
         latest = next((row for row in reversed(rows) if row.get("count")), None)
-        return {"start": [row["start"] for row in rows], "count": [row["count"] for row in rows],
-                "seconds": [row["seconds"] for row in rows],
+        return {"count": [row["count"] for row in rows],
                 "p50": latest.get("p50") if latest else None, "p99": latest.get("p99") if latest else None}
 
     def detail(self, name: str, since: float) -> dict[str, Any]:
         now = self.clock()
-        # The spec is left out: the page does not show it and the stream would resend it every 2 s.
+        # The spec is left out (the page does not show it and the stream would resend it every 2 s), and
+        # of the autoscaler's recent decisions only those that asked for a change are kept.
         api = {key: value for key, value in self.source.api(name).items() if key != "spec"}
+        api["autoscaler"] = [d for d in api.get("autoscaler") or [] if d.get("request") != d.get("current_replicas")]
         return {"now": now, "api": api, "series": self.source.series(name, now - since, now),
                 "predictions": self.predictions(name), "since": now - since}
 

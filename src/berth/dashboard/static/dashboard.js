@@ -9,7 +9,7 @@
   var POLL_MS = 2000;
   var state = { route: null, overview: null, detail: null, series: [], window: "1h", charts: {},
                 source: null, poller: null, streamFailures: 0, lastCounts: {}, rates: {} };
-  var WINDOW_SECONDS = { "1h": 3600, "6h": 21600, "24h": 86400, "14d": 1209600 };
+  var WINDOW_SECONDS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "14d": 1209600 };
 
   // ---- small DOM helpers -------------------------------------------------------------------------
   function el(tag, attrs, children) {
@@ -406,8 +406,9 @@
   function driftText(drift) {
     var base = drift.baseline || [];
     var psi = drift.psi == null ? "" : " PSI " + Number(drift.psi).toFixed(3);
+    var filling = base[1] != null && state.detail && base[1] > state.detail.now ? " (still filling)" : "";
     var ref = base[0] == null ? "" : " \u2014 last hour vs the reference window " + fmtDateTime(base[0]) +
-      " \u2013 " + fmtDateTime(base[1]);
+      " \u2013 " + fmtDateTime(base[1]) + filling;
     return psi + ref;
   }
   function classBars(classes) {
@@ -465,8 +466,7 @@
   // Events (deploys, rollouts, scaling with its reason, crashes) and autoscaler decisions, newest first.
   function renderEvents(panel, events, decisions) {
     var rows = events.map(function (e) { return { at: e.at, kind: e.kind, message: e.message }; });
-    decisions.forEach(function (d) {
-      if (d.request === d.current_replicas) return; // only decisions that asked for a change
+    decisions.forEach(function (d) { // the server sends only decisions that asked for a change
       rows.push({ at: d.at, kind: "autoscaler", message: "in flight " + Number(d.avg_in_flight).toFixed(2) + " / target " +
         d.target_replica_concurrency + " per replica \u2192 recommend " + d.recommendation + ", request " + d.request +
         " (had " + d.current_replicas + ")" });
