@@ -239,3 +239,10 @@ def test_long_labels_are_cut_so_the_counts_stay_in_columns() -> None:
     lines = monitor.class_lines({"x" * 50: 3, "y": 1}, 4)
     assert lines[0].plain.startswith("  " + "x" * 29 + "\u2026  ")
     assert lines[0].plain.index("3") == lines[1].plain.index("1")
+
+
+def test_logs_requests_says_when_nothing_was_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use(monkeypatch, MonitoredBackend())
+    result = run(tmp_path, "logs", "hello", "--requests")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "no requests logged for hello yet" in result.stderr

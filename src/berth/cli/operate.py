@@ -58,9 +58,13 @@ def logs(obj: CLIContext, api: str, follow: bool, tail: int, verbose: bool, requ
     """Print the output of API's replicas (prints and tracebacks of the predictor included), or with
     --requests one line per request the gateway served."""
     if requests:
+        shown = 0
         with obj.naming_known(api):
             for entry in obj.backend().request_logs(api, follow=follow, tail=tail):
                 _write(json.dumps(entry, separators=(",", ":")) + "\n" if output == "json" else request_line(entry))
+                shown += 1
+        if not shown and tail and not follow:
+            obj.err.print(f"no requests logged for {api} yet (sampled at its networking.request_log_sample_rate)")
         return
     if output == "json":
         raise BerthError("-o json goes with --requests (replica output is plain text)",
