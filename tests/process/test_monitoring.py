@@ -4,6 +4,8 @@ what the replica predicted shows in `berth get API`, the requests in `--since` a
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,35 @@ def test_predicted_classes_requests_and_request_logs_show_in_the_cli(berth: Bert
     pinned = berth.run("monitor", "baseline", "api", "--since", "1h").stdout
     assert "api: drift is measured against" in pinned and "(pinned)" in pinned
     assert berth.get("api")["drift"]["reference"]["source"] == "pinned"
+
+
+def test_history_and_predictions_survive_a_killed_daemon_without_counting_twice(berth: Berth, tmp_path: Path) -> None:
+    berth.run("deploy", str(write_project(tmp_path / "p", SPEC, PREDICTOR)), "--wait")
+    with httpx.Client(timeout=30) as client:
+        for label in LABELS:
+            assert client.post(f"{berth.base_url}/api", json=label).status_code == 200
+
+    def counted() -> dict[str, Any] | None:
+        document = json.loads(berth.run("get", "api", "--since", "1h", "-o", "json").stdout)
+        ready = (document.get("predictions") or {}).get("classes") == {"cat": 20, "dog": 10}
+        return document if ready and document["metrics"]["2XX"] == len(LABELS) else None
+
+    wait_for(counted, 40, "the predictions and requests in the history", interval=0.5)
+    daemon = json.loads(berth.run("cluster", "status", "-o", "json").stdout)["pid"]
+    os.kill(daemon, signal.SIGKILL)  # the supervisor starts another, which adopts the replica
+
+    def restarted() -> bool:
+        return bool(json.loads(berth.run("cluster", "status", "-o", "json", check=False).stdout).get("pid")
+                    not in (None, daemon))
+
+    wait_for(restarted, 30, "the supervisor to restart the daemon", interval=0.5)
+    with httpx.Client(timeout=30) as client:
+        assert client.post(f"{berth.base_url}/api", json="bird").status_code == 200
+
+    def after() -> dict[str, Any] | None:
+        document = json.loads(berth.run("get", "api", "--since", "1h", "-o", "json").stdout)
+        return document if (document.get("predictions") or {}).get("classes", {}).get("bird") == 1 else None
+
+    document = wait_for(after, 40, "the prediction made after the restart", interval=0.5)
+    assert document["predictions"]["classes"] == {"cat": 20, "dog": 10, "bird": 1}
+    assert document["metrics"]["2XX"] == len(LABELS) + 1
