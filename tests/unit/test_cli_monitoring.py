@@ -135,7 +135,7 @@ def test_regression_block_has_min_max_avg_and_a_text_histogram(tmp_path: Path,
                                                           "sum": 90.0, "count": 40}}
     drift = {"psi": None, "verdict": "not enough data", "baseline": [AT_10, AT_10 + 86400],
              "window": [AT_10, AT_10 + 3600], "reference": {"source": "deploy", "filling": True},
-             "samples": {"baseline": 40, "window": 40}}
+             "samples": {"baseline": 40, "window": 40, "required": 360}}
     use(monkeypatch, MonitoredBackend({"monitoring": {"model_type": "regression", "key": "score"},
                                        "predictions": predictions, "drift": drift}))
     result = run(tmp_path, "get", "hello", "--since", "1h")
@@ -146,7 +146,7 @@ def test_regression_block_has_min_max_avg_and_a_text_histogram(tmp_path: Path,
     assert [row[:3] for row in histogram] == [["(0,", "1]", "10"], ["(1,", "2.5]", "0"], ["(2.5,", "5]", "30"]]
     assert histogram[2][3] == "█" * monitor.BAR and histogram[0][3] == "█" * 8
     assert ("drift: not enough data yet — 40 predictions in the last hour, 40 in the baseline: first day after "
-            "the deploy at 2026-12-02 10:00; needs 100 in each") in result.output
+            "the deploy at 2026-12-02 10:00; needs 360 in each") in result.output
 
 
 def test_no_block_without_monitoring_and_a_note_before_any_prediction(tmp_path: Path,

@@ -57,3 +57,27 @@ def test_psi_is_non_negative_symmetric_and_zero_on_identical(reference: list[int
 @given(counts, st.integers(min_value=1, max_value=50))
 def test_scaling_counts_does_not_change_psi(reference: list[int], factor: int) -> None:
     assert drift.psi(reference, [c * factor for c in reference]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_many_buckets_need_more_samples_before_a_verdict() -> None:
+    ten = [20] * 10  # 200 predictions over ten classes
+    judged = drift.assess(ten, ten)
+    assert (judged.verdict, judged.required) == ("not enough data", 360)
+    assert drift.assess([40] * 10, [40] * 10).verdict == "stable"
+    assert drift.required_samples([5, 0, 0], [0, 0, 7]) == 100  # two buckets in use: the floor
+
+
+def test_two_samples_of_one_distribution_read_as_stable_at_the_required_size() -> None:
+    import random
+
+    rng = random.Random(7)
+    weights = [0.3, 0.2, 0.1, 0.1, 0.08, 0.07, 0.06, 0.05, 0.03, 0.01]
+    labels = list(range(len(weights)))
+    required = drift.NOISE_FACTOR * (len(weights) - 1)
+    values = []
+    for _ in range(200):
+        samples = [rng.choices(labels, weights, k=required) for _ in range(2)]
+        counts = [[sample.count(label) for label in labels] for sample in samples]
+        values.append(drift.psi(*counts))
+    assert sum(values) / len(values) < 0.06
+    assert sum(value >= drift.STABLE_BELOW for value in values) / len(values) < 0.1

@@ -212,7 +212,7 @@ def test_drift_against_the_first_day_after_the_deploy(store: Store) -> None:
     judged = history.drift(store, "a", clock.now + 1)
     assert judged is not None and judged["verdict"] == "stable" and judged["psi"] < 0.1
     assert judged["baseline"] == [T0, T0 + 24 * HOUR] and judged["reference"]["source"] == "deploy"
-    assert judged["samples"] == {"baseline": 200, "window": 200}
+    assert judged["samples"] == {"baseline": 200, "window": 200, "required": 100}
 
 
 def test_a_pinned_baseline_replaces_the_deploy_one(store: Store) -> None:
@@ -235,7 +235,7 @@ def test_no_drift_without_a_reference_and_not_enough_data_without_predictions(st
     deploy(store, T0)
     empty = history.drift(store, "a", T0 + 2 * HOUR)
     assert empty is not None and (empty["psi"], empty["verdict"]) == (None, "not enough data")
-    assert empty["samples"] == {"baseline": 0, "window": 0}
+    assert empty["samples"] == {"baseline": 0, "window": 0, "required": 100}
 
 
 def test_deleting_an_api_forgets_its_history_and_baseline(store: Store) -> None:

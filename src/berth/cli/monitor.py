@@ -22,7 +22,7 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 TOP_CLASSES = 10
 BAR = 24  # characters of the longest bar
 LABEL_WIDTH = 30  # longer class labels are cut, so the counts stay in columns
-MIN_SAMPLES_TEXT = "100"
+MIN_SAMPLES = 100  # berth.core.drift's, for a daemon that does not say
 
 
 # --- time on the command line --------------------------------------------------------------------
@@ -129,7 +129,8 @@ def drift_line(api: dict[str, Any]) -> Text:
         yet = " yet" if reference.get("filling") or reference.get("source") == "deploy" else ""
         return Text.from_markup(
             f"[bold]drift:[/bold] not enough data{yet} — {samples.get('window', 0):,} predictions in the last "
-            f"hour, {samples.get('baseline', 0):,} in the {escape(baseline)}; needs {MIN_SAMPLES_TEXT} in each")
+            f"hour, {samples.get('baseline', 0):,} in the {escape(baseline)}; needs "
+            f"{samples.get('required', MIN_SAMPLES):,} in each")
     style = {"stable": "green", "shifting": "yellow", "drifted": "red"}.get(drift["verdict"], "")
     return Text.from_markup(f"[bold]drift:[/bold] {drift['psi']:.2f} ([{style}]{drift['verdict']}[/{style}]) — "
                             f"last hour vs {escape(baseline)}")

@@ -394,7 +394,8 @@ def drift(store: Store, api: str, now: float) -> dict[str, Any] | None:
     return {"psi": assessment.psi, "verdict": assessment.verdict,
             "baseline": [reference["from"], reference["to"]], "window": [now - DRIFT_WINDOW, now],
             "reference": reference,
-            "samples": {"baseline": assessment.reference_samples, "window": assessment.recent_samples}}
+            "samples": {"baseline": assessment.reference_samples, "window": assessment.recent_samples,
+                        "required": assessment.required}}
 
 
 def _assess(base: dict[str, Any] | None, recent: dict[str, Any] | None) -> psi.Assessment:

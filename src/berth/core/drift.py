@@ -17,6 +17,10 @@ EPSILON = 1e-4  # the proportion an empty bucket counts as
 STABLE_BELOW = 0.1
 SHIFTING_BELOW = 0.25
 MIN_SAMPLES = 100  # fewer predictions than this in either window: too few to judge
+# Two samples of one distribution over k buckets differ by chance: their PSI is about
+# (k - 1) * (1/n1 + 1/n2). Asking for NOISE_FACTOR * (k - 1) predictions on each side keeps that below
+# 0.05, half the "stable" threshold, so ten classes at 100 predictions do not read as "shifting".
+NOISE_FACTOR = 40
 
 STABLE = "stable"
 SHIFTING = "shifting"
@@ -30,6 +34,13 @@ class Assessment:
     verdict: str
     reference_samples: int
     recent_samples: int
+    required: int = MIN_SAMPLES  # the samples each side needs for a verdict
+
+
+def required_samples(reference: Sequence[float], recent: Sequence[float], min_samples: int = MIN_SAMPLES) -> int:
+    """Predictions each side needs: MIN_SAMPLES, more with many buckets in use (see NOISE_FACTOR)."""
+    used = sum(1 for a, b in zip(reference, recent, strict=True) if a or b)
+    return max(min_samples, NOISE_FACTOR * (used - 1))
 
 
 def psi(reference: Sequence[float], recent: Sequence[float], epsilon: float = EPSILON) -> float:
@@ -56,12 +67,13 @@ def verdict(value: float) -> str:
 
 
 def assess(reference: Sequence[float], recent: Sequence[float], min_samples: int = MIN_SAMPLES) -> Assessment:
-    """PSI and its verdict, or NOT_ENOUGH_DATA when either side has fewer than `min_samples`."""
+    """PSI and its verdict, or NOT_ENOUGH_DATA when either side has fewer samples than `required_samples`."""
     total_reference, total_recent = int(sum(reference)), int(sum(recent))
-    if total_reference < min_samples or total_recent < min_samples:
-        return Assessment(None, NOT_ENOUGH_DATA, total_reference, total_recent)
+    required = required_samples(reference, recent, min_samples)
+    if total_reference < required or total_recent < required:
+        return Assessment(None, NOT_ENOUGH_DATA, total_reference, total_recent, required)
     value = psi(reference, recent)
-    return Assessment(value, verdict(value), total_reference, total_recent)
+    return Assessment(value, verdict(value), total_reference, total_recent, required)
 
 
 def assess_counts(reference: Mapping[str, float], recent: Mapping[str, float],
