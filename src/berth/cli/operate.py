@@ -46,7 +46,8 @@ def predict(obj: CLIContext, api: str, file: Path) -> None:
 @click.argument("api")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("--tail", type=click.IntRange(min=0), default=200, show_default=True,
-              help="Lines of past output per replica (0: only new output, with -f).")
+              help="Lines of past output per replica (0: only new output, with -f); with --requests, requests "
+                   "in all.")
 @click.option("-v", "--verbose", is_flag=True, help="Show berth's own frames in tracebacks too.")
 @click.option("--requests", "requests", is_flag=True,
               help="The gateway's request log instead: time, request id, status, latency, replica, reason.")
