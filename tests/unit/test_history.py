@@ -127,6 +127,7 @@ def test_totals_cover_only_buckets_that_overlap_the_window(store: Store) -> None
 
 def test_hours_serve_whole_hours_fold_drops_minutes_older_than_a_day_and_hours_after_two_weeks(
         store: Store) -> None:
+    deploy(store, T0)
     clock = Clock(T0)
     recorder = HistoryRecorder(store, clock)
     for minute in (0, 1, 59, 60, 61):
@@ -258,3 +259,15 @@ def test_an_existing_database_gets_the_history_tables(tmp_path: Path) -> None:
     store.open()
     tables = {row[0] for row in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"request_history", "prediction_history", "monitoring_baselines"} <= tables
+
+
+def test_rows_flushed_after_the_api_was_deleted_are_dropped_by_the_next_fold(store: Store) -> None:
+    deploy(store, T0)
+    recorder = HistoryRecorder(store, Clock(T0))
+    recorder.add_requests("a", requests(ok=1), None)
+    store.delete_api("a")
+    recorder.add_predictions("a", classes(cat=1))
+    recorder.flush(T0)  # the buffered minute of a deleted API
+    recorder.fold(T0 + MINUTE)
+    assert history.request_series(store, "a", 0, T0 * 2) == []
+    assert history.prediction_summary(store, "a", 0, T0 * 2) is None

@@ -194,6 +194,8 @@ def fold(store: Store, now: float) -> None:
         for table in ("request_history", "prediction_history"):
             db.execute(f"DELETE FROM {table} WHERE seconds = ? AND start < ?", (MINUTE, cutoff))
             db.execute(f"DELETE FROM {table} WHERE seconds = ? AND start < ?", (HOUR, oldest))
+            # Rows flushed just after the API's delete would greet an API deployed again under its name.
+            db.execute(f"DELETE FROM {table} WHERE api NOT IN (SELECT name FROM apis)")
         # Reads need to know from when on every minute is still there.
         db.execute("INSERT INTO history_horizon VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET "
                    "minutes_from = MAX(minutes_from, excluded.minutes_from)", (cutoff,))
