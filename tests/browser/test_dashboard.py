@@ -66,6 +66,17 @@ def _metrics(berth: Berth) -> dict[str, float]:
     return classes
 
 
+def _predictions(berth: Berth) -> dict[str, float]:
+    """berth_predictions_total of the API per class, once every replica's counts were collected."""
+    def read() -> dict[str, float] | None:
+        text = httpx.get(berth.base_url + "/_berth/metrics", timeout=10).text
+        counts = {sample.labels["class"]: sample.value for family in text_string_to_metric_families(text)
+                  for sample in family.samples
+                  if sample.name == "berth_predictions_total" and sample.labels["api_name"] == "iris"}
+        return counts if sum(counts.values()) == 42 else None
+    return wait_for(read, timeout=30, what="42 predictions in /_berth/metrics")
+
+
 def _counted(berth: Berth, total: int) -> dict[str, Any]:
     """`berth get` once every request sent is counted (the gateway reports every 200 ms)."""
     return wait_for(lambda: (m := berth.get("iris")["metrics"])["requests"] == total and m,
@@ -109,7 +120,12 @@ def test_dashboard_shows_what_the_metrics_say_and_updates_live(berth: Berth, pag
     assert page.text_content("[data-meta='version'] b") == detail["version"]
     assert page.locator("#events tr[data-event='deploy']").count() >= 1
     # Prediction counts reach the store through the replica collector and the minute history.
-    page.wait_for_selector("#predictions [data-class='setosa']", timeout=60_000)
+    # 42 good requests: 14 of each class, in /_berth/metrics at once and on the page once flushed.
+    assert _predictions(berth) == {"setosa": 14, "versicolor": 14, "virginica": 14}
+    page.wait_for_function("""() => {
+        const shown = [...document.querySelectorAll('#predictions [data-class]')].map(e => e.dataset.value);
+        return shown.length === 3 && shown.every(v => v === '14');
+    }""", timeout=60_000)
     classes = page.eval_on_selector_all("#predictions [data-class]", "els => els.map(e => e.dataset.class)")
     assert sorted(classes) == ["setosa", "versicolor", "virginica"]
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)

@@ -420,7 +420,7 @@
       fill.style.width = (100 * e[1] / total).toFixed(1) + "%"; // CSSOM, allowed by the page's style-src
       box.appendChild(el("span", { cls: "mono", text: e[0] }));
       box.appendChild(el("div", { cls: "bar" }, [fill]));
-      box.appendChild(el("span", { cls: "num", "data-class": e[0], text: fmtInt(e[1]) + " (" + (100 * e[1] / total).toFixed(1) + "%)" }));
+      box.appendChild(el("span", { cls: "num", "data-class": e[0], "data-value": String(e[1]), text: fmtInt(e[1]) + " (" + (100 * e[1] / total).toFixed(1) + "%)" }));
     });
     return box;
   }
