@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.process.harness import Berth, wait_for, write_project
@@ -87,6 +88,7 @@ def _shown(page: Any, field: str) -> str:
     return str(page.get_attribute(f"tr[data-api='iris'] td[data-field='{field}']", "data-value"))
 
 
+@pytest.mark.timeout(300)  # a deploy, traffic, and up to a minute for the prediction history to be flushed
 def test_dashboard_shows_what_the_metrics_say_and_updates_live(berth: Berth, page: Any, artifacts: Path,
                                                               tmp_path: Path) -> None:
     berth.run("deploy", "--wait", str(write_project(tmp_path / "project", SPEC, PREDICTOR)), timeout=180)
