@@ -95,6 +95,16 @@ async def test_a_client_gone_before_its_answer_counts_a_499(tmp_path: Path) -> N
     assert seen["codes"] == {"499": 1} and seen["refusals"] == {"client-gone": 1}
 
 
+async def test_a_request_refused_before_it_was_read_counts_under_its_api(tmp_path: Path) -> None:
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        route(gw, sockets)
+        too_big = await client.post(f"{url}/t/sub?x=1", content=b"x" * (2 << 20))
+        assert (too_big.status_code, too_big.headers["x-berth-reason"]) == (413, "body-too-large")
+        assert (await client.post(f"{url}/elsewhere", content=b"x" * (2 << 20))).status_code == 413
+        seen = (await counters(gw, tmp_path / "control.sock"))["t"]
+    assert seen["codes"] == {"413": 1} and seen["refusals"] == {"body-too-large": 1}
+
+
 async def test_latency_counts_from_the_request_head(tmp_path: Path) -> None:
     """A body that arrives slowly is part of what the client waited: timed from its head, not its end."""
     async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url):

@@ -424,9 +424,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _turn_away(self, route: Route, request: ParsedRequest, status: int, message: str, reason: str) -> None:
         """An API's request the gateway answers itself, counted under its reason."""
+        self._turn_away_counted(route, request, status, reason)
+        self._answer(request, status, message, reason.encode())
+
+    def _turn_away_counted(self, route: Route, request: ParsedRequest, status: int, reason: str) -> None:
         now = monotonic()
         self._record(route, request, status, now - (request.started or now), now, reason, None)
-        self._answer(request, status, message, reason.encode())
 
     def _answer_locally(self, request: ParsedRequest, path: str, now: float) -> None:
         if path.startswith("/_berth/") or path == "/_berth":
@@ -469,6 +472,9 @@ class ClientConnection(asyncio.Protocol):
         so it reads our answer rather than a reset (nginx's lingering close)."""
         error = request.error
         assert error is not None and self.transport is not None and self.flow is not None
+        route = self.gateway.routes.resolve(request.path.decode("latin-1"))[0] if request.path[:1] == b"/" else None
+        if route is not None:  # a refusal of that API's request (413 body-too-large, 408, ...)
+            self._turn_away_counted(route, request, error.status, error.reason.decode())
         self.transport.write(local_response(
             error.status, error_body(error.message, request.request_id), b"application/json", request.request_id,
             error.reason, False, request.http10, request.is_head))

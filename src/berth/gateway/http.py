@@ -75,10 +75,12 @@ class ParsedRequest:
     started: float = 0.0  # monotonic time its head began to arrive: its recorded latency counts from here
 
 
-def rejected(rejection: Rejection, request_id: bytes, method: bytes = b"GET", http10: bool = False) -> ParsedRequest:
-    return ParsedRequest(method=method, path=b"", query=b"", host=b"", headers=[], body=b"", keep_alive=False,
+def rejected(rejection: Rejection, request_id: bytes, method: bytes = b"GET", http10: bool = False,
+             path: bytes = b"", started: float = 0.0) -> ParsedRequest:
+    """`path`, as far as it was read: it tells which API's refusals the answer counts under."""
+    return ParsedRequest(method=method, path=path, query=b"", host=b"", headers=[], body=b"", keep_alive=False,
                          http10=http10, request_id=request_id, forwarded=b"", error=rejection,
-                         is_head=method == b"HEAD")
+                         is_head=method == b"HEAD", started=started)
 
 
 def request_head(request: ParsedRequest, target: bytes) -> bytes:

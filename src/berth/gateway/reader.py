@@ -85,7 +85,9 @@ class RequestReader:
             return
         self.stopped = True
         request_id = self.request_id or self.sink.new_request_id()
-        self.sink.enqueue(rejected(Rejection(status, reason, message), request_id, self._method(), self.http10))
+        path = self.url.partition(b"?")[0] if self.state != Reading.IDLE else b""
+        self.sink.enqueue(rejected(Rejection(status, reason, message), request_id, self._method(), self.http10,
+                                   path, self.head_started))
 
     def stop(self) -> None:
         self.stopped = True
