@@ -113,3 +113,29 @@ def test_history_and_predictions_survive_a_killed_daemon_without_counting_twice(
     document = wait_for(after, 40, "the prediction made after the restart", interval=0.5)
     assert document["predictions"]["classes"] == {"cat": 20, "dog": 10, "bird": 1}
     assert document["metrics"]["2XX"] == len(LABELS) + 1
+
+
+REGRESSION = SPEC.replace("model_type: classification\n    key: label", "model_type: regression\n    key: score")
+SCORES = [0.5, 1.5, 2.0, 7.0, 42.0]
+
+
+def test_regression_values_show_min_max_average_and_a_histogram(berth: Berth, tmp_path: Path) -> None:
+    predictor = PREDICTOR.replace('{"label": payload, "score": 0.5}', '{"score": payload}')
+    berth.run("deploy", str(write_project(tmp_path / "p", REGRESSION, predictor)), "--wait")
+    with httpx.Client(timeout=30) as client:
+        for score in SCORES:
+            assert client.post(f"{berth.base_url}/api", json=score).status_code == 200
+        assert client.post(f"{berth.base_url}/api", json="not a number").status_code == 200
+
+    def summary() -> dict[str, Any] | None:
+        found = berth.get("api").get("predictions") or {}
+        return found if found.get("count") == len(SCORES) and found.get("wrong_type") == 1 else None
+
+    found = wait_for(summary, 40, "the predicted values in `berth get api -o json`", interval=0.5)
+    assert (found["min"], found["max"]) == (0.5, 42.0)
+    assert abs(found["avg"] - sum(SCORES) / len(SCORES)) < 1e-9
+    assert sum(found["histogram"]["counts"]) == len(SCORES)
+    pretty = berth.run("get", "api").stdout
+    assert "predictions (regression, key score), all history (up to 14 days): 5" in pretty
+    assert "min 0.5   max 42   avg 10.6" in pretty
+    assert "1 response was not a regression prediction" in pretty

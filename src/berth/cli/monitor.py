@@ -78,8 +78,10 @@ def prediction_block(api: dict[str, Any], window: str | None) -> list[Text]:
     else:
         lines += value_lines(summary)
     if summary.get("wrong_type"):
-        lines.append(Text(f"  {summary['wrong_type']:,} responses were not a {config.get('model_type')} "
-                          "prediction (see `berth logs`)", style="yellow"))
+        wrong = int(summary["wrong_type"])
+        were = "response was" if wrong == 1 else "responses were"
+        lines.append(Text(f"  {wrong:,} {were} not a {config.get('model_type')} prediction (see `berth logs`)",
+                          style="yellow"))
     lines.append(drift_line(api))
     return lines
 
