@@ -145,8 +145,8 @@ def test_regression_block_has_min_max_avg_and_a_text_histogram(tmp_path: Path,
     histogram = [line.split() for line in lines if line.strip().startswith("(")]
     assert [row[:3] for row in histogram] == [["(0,", "1]", "10"], ["(1,", "2.5]", "0"], ["(2.5,", "5]", "30"]]
     assert histogram[2][3] == "█" * monitor.BAR and histogram[0][3] == "█" * 8
-    assert ("drift: not enough data yet — 40 predictions in the last hour, 40 in the baseline: first day after "
-            "the deploy at 2026-12-02 10:00; needs 360 in each") in result.output
+    assert ("drift: not enough data yet — 40 predictions in the last hour, 40 in the baseline (the first day "
+            "after the deploy at 2026-12-02 10:00); needs 360 in each") in result.output
 
 
 def test_no_block_without_monitoring_and_a_note_before_any_prediction(tmp_path: Path,
@@ -246,3 +246,17 @@ def test_logs_requests_says_when_nothing_was_logged(tmp_path: Path, monkeypatch:
     result = run(tmp_path, "logs", "hello", "--requests")
     assert result.exit_code == 0 and result.stdout == ""
     assert "no requests logged for hello yet" in result.stderr
+
+
+def test_drift_lines_for_each_kind_of_reference() -> None:
+    def line(**drift: Any) -> str:
+        return monitor.drift_line({"drift": drift}).plain
+
+    deploy = {"source": "deploy"}
+    assert line(psi=0.3, verdict="drifted", baseline=[AT_10, AT_10 + 86400], reference=deploy) == \
+        "drift: 0.30 (drifted) — last hour vs baseline: the first day after the deploy at 2026-12-02 10:00"
+    assert line(psi=None, verdict="not enough data", baseline=[AT_10, AT_10 + 1800], reference={"source": "pinned"},
+                samples={"baseline": 5, "window": 500, "required": 100}) == \
+        ("drift: not enough data — 500 predictions in the last hour, 5 in the baseline (2026-12-02 10:00\u201310:30); "
+         "needs 100 in each")
+    assert monitor.drift_line({"drift": None}).plain.startswith("drift: no reference window yet")

@@ -122,17 +122,17 @@ def drift_line(api: dict[str, Any]) -> Text:
     if not drift:
         return Text.from_markup("[bold]drift:[/bold] no reference window yet (deploy, then predictions)")
     reference = drift.get("reference") or {}
-    if reference.get("source") == "pinned":
-        baseline = f"{span(*drift['baseline'])} (baseline)"
-    else:
-        baseline = f"baseline: first day after the deploy at {clock_time(drift['baseline'][0])}"
+    pinned = reference.get("source") == "pinned"
+    start, end = drift["baseline"]
+    window = span(start, end) if pinned else f"the first day after the deploy at {clock_time(start)}"
     if drift.get("psi") is None:
         samples = drift.get("samples") or {}
-        yet = " yet" if reference.get("filling") or reference.get("source") == "deploy" else ""
+        yet = "" if pinned else " yet"
         return Text.from_markup(
             f"[bold]drift:[/bold] not enough data{yet} — {samples.get('window', 0):,} predictions in the last "
-            f"hour, {samples.get('baseline', 0):,} in the {escape(baseline)}; needs "
+            f"hour, {samples.get('baseline', 0):,} in the baseline ({escape(window)}); needs "
             f"{samples.get('required', MIN_SAMPLES):,} in each")
+    baseline = f"{window} (baseline)" if pinned else f"baseline: {window}"
     style = {"stable": "green", "shifting": "yellow", "drifted": "red"}.get(drift["verdict"], "")
     return Text.from_markup(f"[bold]drift:[/bold] {drift['psi']:.2f} ([{style}]{drift['verdict']}[/{style}]) — "
                             f"last hour vs {escape(baseline)}")
