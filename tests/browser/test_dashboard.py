@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -143,3 +144,21 @@ def test_dashboard_page_of_an_unknown_api_says_so(berth: Berth, page: Any) -> No
     page.wait_for_selector("text=No API named", timeout=PAGE_TIMEOUT_MS)
     page.click("text=Back to every API")
     page.wait_for_selector("text=No API deployed yet", timeout=PAGE_TIMEOUT_MS)
+
+
+@pytest.mark.timeout(300)
+def test_the_page_comes_back_live_after_the_daemon_is_killed(berth: Berth, page: Any, tmp_path: Path) -> None:
+    berth.run("deploy", "--wait", str(write_project(tmp_path / "project", SPEC, PREDICTOR)), timeout=180)
+    _send(berth.base_url + "/iris", good=6, bad_json=0, failing=0)
+    _counted(berth, 6)
+    page.goto(berth.base_url + "/_berth/")
+    page.wait_for_selector("#conn[data-state='live']", timeout=PAGE_TIMEOUT_MS)
+    daemon = json.loads(berth.run("cluster", "status", "-o", "json").stdout)["pid"]
+    psutil.Process(daemon).kill()  # the supervisor starts a new daemon; the gateway says 503 meanwhile
+    page.wait_for_selector("#conn:not([data-state='live'])", timeout=PAGE_TIMEOUT_MS)
+    wait_for(lambda: json.loads(berth.run("cluster", "status", "-o", "json", check=False).stdout).get("pid")
+             not in (None, daemon), timeout=60, what="a new daemon")
+    page.wait_for_selector("#conn[data-state='live']", timeout=60_000)
+    _send(berth.base_url + "/iris", good=4, bad_json=0, failing=0)
+    page.wait_for_selector("tr[data-api='iris'] td[data-field='2XX'][data-value='10']", timeout=PAGE_TIMEOUT_MS)
+    assert page.errors == [] or all("503" in e or "Failed to load" in e for e in page.errors), page.errors

@@ -7,6 +7,7 @@
 
   var BASE = "/_berth/api/";
   var POLL_MS = 2000;
+  var STREAM_RETRY_MS = 30000; // while polling, how often the event stream is tried again
   var state = { route: null, overview: null, detail: null, series: [], window: "1h", charts: {},
                 source: null, poller: null, streamFailures: 0, lastCounts: {}, rates: {} };
   var WINDOW_SECONDS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "14d": 1209600 };
@@ -129,9 +130,14 @@
   function startPolling() {
     disconnect();
     setConn("polling");
+    var since = Date.now(), offline = false;
     var tick = function () {
-      getJSON("overview").then(function (o) { setConn("polling"); onOverview(o); })
-        .catch(function () { setConn("offline"); });
+      getJSON("overview").then(function (o) {
+        setConn("polling");
+        onOverview(o);
+        // The daemon answers again, or a stream slot may have freed: try the stream again.
+        if (offline || Date.now() - since >= STREAM_RETRY_MS) { state.streamFailures = 0; connect(); }
+      }).catch(function () { offline = true; setConn("offline"); });
       if (state.route.page === "api") {
         getJSON("apis/" + encodeURIComponent(state.route.name) + "?window=" + state.window)
           .then(function (d) { onDetail(d, true); })
