@@ -141,7 +141,9 @@ class Daemon:
         self.reconciler.draining.before_stop = self.collector.final_poll_done
         self.gateways.start()
         await self._serve(self.management.app, self.paths.socket, "management")
-        await self._serve(observe_app(self.metrics, self.observe), self.paths.observe_socket, "observe")
+        # A dashboard's open event stream must not hold the daemon's stop for long.
+        await self._serve(observe_app(self.metrics, self.observe), self.paths.observe_socket, "observe",
+                          graceful=2)
         for work in (self._housekeeping(), self.observing.record_history(), self.collector.run(),
                      self.autoscaling.run(), self.reconciler.run()):
             self._loops.append(asyncio.create_task(work))
@@ -185,13 +187,12 @@ class Daemon:
         self.paths.observe_socket.unlink(missing_ok=True)
         log.info("stopped")
 
-    async def _serve(self, app: Any, sock: Path, kind: str) -> None:
+    async def _serve(self, app: Any, sock: Path, kind: str, graceful: int | None = None) -> None:
         if sock.exists() or sock.is_symlink():  # we hold the lock, so a socket file here is stale
             log.info("removing the stale %s socket %s (the last daemon did not stop cleanly)", kind, sock)
             sock.unlink(missing_ok=True)
-        # A dashboard's open event stream must not hold the daemon's stop for long.
         config = uvicorn.Config(app, uds=str(sock), lifespan="off", log_level="warning",
-                                access_log=False, loop="none", timeout_graceful_shutdown=2)
+                                access_log=False, loop="none", timeout_graceful_shutdown=graceful)
         server = _ManagementServer(config)
         self._servers.append(server)
         old_umask = os.umask(0o177)  # the socket is created owner-only, never briefly open to others
