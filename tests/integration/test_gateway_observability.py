@@ -95,6 +95,20 @@ async def test_a_client_gone_before_its_answer_counts_a_499(tmp_path: Path) -> N
     assert seen["codes"] == {"499": 1} and seen["refusals"] == {"client-gone": 1}
 
 
+async def test_a_client_gone_while_its_request_is_held_counts_a_499() -> None:
+    async with gateway() as (gw, url):
+        held = gw.routes.upsert("cold", "/cold", 10)
+        held.hold_requests(True, limit=10, timeout=30)
+        host, port = url.removeprefix("http://").split(":")
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /cold HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\n1")
+        await until(lambda: held.waiting)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+        await until(lambda: not held.waiting)
+        assert held.stats.codes == {499: 1} and held.stats.refusals == {"client-gone": 1}
+
+
 async def test_a_request_refused_before_it_was_read_counts_under_its_api(tmp_path: Path) -> None:
     async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
         route(gw, sockets)
