@@ -98,7 +98,7 @@ class Supervisor:
                        "--listen-fd", str(listen), "--lifeline-fd", str(lifeline),
                        "--control-socket", str(self.paths.run / f"gateway-{index}.sock"),
                        "--routes-file", str(self.paths.home / "routes.json"),
-                       "--observe-socket", str(self.paths.run / "observe.sock"), "--request-logs", str(self.paths.logs),
+                       "--observe-socket", str(self.paths.observe_socket), "--request-logs", str(self.paths.logs),
                        "--settings", json.dumps(self.settings.gateway_settings)]
             self.children.append(Child(f"gateway-{index}", gateway, (lifeline, listen)))
         for child in self.children:
