@@ -5,8 +5,9 @@
 Starts a throwaway instance, deploys a classification API with prediction monitoring, sends it
 --rate requests per second in the background, then opens /_berth/ in Debian's headless chromium
 (Playwright) and the API's page, kept open --seconds while it updates live. Prints:
-  - page weight: the bytes of every response the page loaded (page, CSS, JS, JSON; the event stream
-    apart, as bytes per second measured on a second connection), and the static files in the package;
+  - page weight: the bytes of every response the page loaded (page, CSS, JS, JSON), decoded and as sent
+    (text assets go gzipped), the event stream apart, as bytes per second measured on a second
+    connection; and the static files in the package;
   - the daemon's RSS (pid from `berth cluster status -o json`) before the page was opened, and its
     largest and last value while it was open, sampled every 5 s.
 """
@@ -98,7 +99,7 @@ def open_dashboard(instance: BerthInstance, seconds: float, screenshot: Path | N
     from playwright.sync_api import sync_playwright
 
     base = instance.url("")
-    weights: dict[str, int] = {}
+    weights: dict[str, tuple[int, int]] = {}  # url -> (bytes decoded, bytes sent)
     rss: list[int] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -108,7 +109,9 @@ def open_dashboard(instance: BerthInstance, seconds: float, screenshot: Path | N
             if "text/event-stream" in response.headers.get("content-type", ""):
                 return  # never finishes; measured apart
             with contextlib.suppress(Exception):  # a response the page dropped (navigation): nothing to count
-                weights[response.url] = weights.get(response.url, 0) + len(response.body())
+                body, sent = len(response.body()), response.request.sizes()["responseBodySize"]
+                before = weights.get(response.url, (0, 0))
+                weights[response.url] = (before[0] + body, before[1] + sent)
 
         page.on("response", loaded)
         page.goto(base + "/_berth/")
@@ -155,12 +158,13 @@ def main() -> None:
 def report(seen: dict[str, Any], before: int, per_second: float, seconds: float) -> None:
     mib = 1024 * 1024
     static = load_assets()
-    print("page weight (what the browser loaded, uncompressed):")
-    for url, size in sorted(seen["weights"].items(), key=lambda item: -item[1]):
-        print(f"  {size:>9,} B  {url.split('/_berth', 1)[-1]}")
-    total = sum(seen["weights"].values())
-    print(f"  {total:>9,} B  total ({total / 1024:.1f} KiB), of which JSON and the page's refreshes are the rest")
-    print(f"  static files in the package: {static.total_bytes():,} B ({static.total_bytes() / 1024:.1f} KiB)")
+    print("page weight (every response the page loaded: decoded, and as sent over the wire):")
+    for url, (size, sent) in sorted(seen["weights"].items(), key=lambda item: -item[1][0]):
+        print(f"  {size:>9,} B  {sent:>9,} B sent  {url.split('/_berth', 1)[-1]}")
+    total = sum(size for size, _ in seen["weights"].values())
+    sent = sum(sent for _, sent in seen["weights"].values())
+    print(f"  {total:>9,} B  {sent:>9,} B sent  total ({total / 1024:.1f} KiB; {sent / 1024:.1f} KiB sent)")
+    print(f"  static files in the package: {static.total_bytes():,} B, gzipped {static.total_bytes(gzipped=True):,} B")
     print(f"  event stream of the API page: {per_second:,.0f} B/s ({per_second * 60 / 1024:.0f} KiB a minute)")
     rss = seen["rss"]
     print(f"daemon RSS: {before / mib:.1f} MiB before the page was opened; with it open for {seconds:.0f} s: "

@@ -181,3 +181,12 @@ def test_the_stream_leaves_the_spec_out(base: str) -> None:
     with httpx.stream("GET", base + "/_berth/api/stream?api=iris", timeout=10) as response:
         (_, _overview), (_, detail) = _events(response.iter_lines(), 2)
     assert "spec" not in detail["api"] and detail["api"]["spec_file"] == "berth.yaml"
+
+
+def test_text_assets_are_sent_gzipped_to_a_client_that_accepts_it(base: str) -> None:
+    plain = httpx.get(base + "/_berth/static/uPlot.iife.min.js", headers={"Accept-Encoding": "identity"})
+    packed = httpx.get(base + "/_berth/static/uPlot.iife.min.js", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip" and packed.headers["vary"] == "Accept-Encoding"
+    assert packed.content == plain.content  # httpx decodes it
+    assert int(packed.headers["content-length"]) < len(plain.content) / 2

@@ -3,10 +3,12 @@
 The page refers to every asset as /_berth/static/<file>?v=<content hash>, so a browser may keep an
 asset for a year (immutable) and still gets the new one after an upgrade: the URL changes with the
 content. A request without the current hash gets `no-cache` with an ETag (revalidated, 304 if unchanged).
+Text assets are gzipped once at start and sent so to a client that accepts it (a third of the bytes).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -30,12 +32,18 @@ class Asset:
     body: bytes
     media_type: str
     etag: str
+    gzipped: bytes | None = None  # compressed once at start; None when compressing saves nothing
+
+    @classmethod
+    def of(cls, body: bytes, media_type: str) -> Asset:
+        packed = gzip.compress(body, compresslevel=9, mtime=0)
+        return cls(body, media_type, hashlib.sha256(body).hexdigest()[:16],
+                   packed if len(packed) < len(body) * 0.9 else None)
 
 
 class Assets:
     def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = {name: Asset(body, _media_type(name), hashlib.sha256(body).hexdigest()[:16])
-                      for name, body in files.items()}
+        self.files = {name: Asset.of(body, _media_type(name)) for name, body in files.items()}
         self._page = self._render_page(files[PAGE])
 
     def _render_page(self, template: bytes) -> Asset:
@@ -43,8 +51,7 @@ class Assets:
         text = template.decode()
         for name, asset in self.files.items():
             text = text.replace("{{" + name + "}}", f"/_berth/static/{name}?v={asset.etag}")
-        body = text.encode()
-        return Asset(body, TYPES[".html"], hashlib.sha256(body).hexdigest()[:16])
+        return Asset.of(text.encode(), TYPES[".html"])
 
     def page(self, request: Request) -> Response:
         return _send(request, self._page, "no-cache")
@@ -56,14 +63,16 @@ class Assets:
         cache = IMMUTABLE if request.query_params.get("v") == asset.etag else "no-cache"
         return _send(request, asset, cache)
 
-    def total_bytes(self) -> int:
-        return sum(len(asset.body) for asset in self.files.values())
+    def total_bytes(self, gzipped: bool = False) -> int:
+        return sum(len(asset.gzipped if gzipped and asset.gzipped else asset.body) for asset in self.files.values())
 
 
 def _send(request: Request, asset: Asset, cache: str) -> Response:
-    headers = {"ETag": f'"{asset.etag}"', "Cache-Control": cache, **SECURITY}
+    headers = {"ETag": f'"{asset.etag}"', "Cache-Control": cache, "Vary": "Accept-Encoding", **SECURITY}
     if asset.etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
+    if asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(asset.gzipped, media_type=asset.media_type, headers={**headers, "Content-Encoding": "gzip"})
     return Response(asset.body, media_type=asset.media_type, headers=headers)
 
 
