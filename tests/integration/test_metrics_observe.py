@@ -84,3 +84,9 @@ def test_what_the_daemon_counted_comes_back_through_the_source(store: Store, tmp
         assert overview.status_code == 200 and "iris" in overview.text
         assert client.get("/_berth/").status_code == 200
         assert client.post("/_berth/metrics").status_code == 405  # read-only
+        for path in ("/_berth/metrics", "/_berth/api/overview", "/_berth/", "/_berth/nope"):
+            answer = client.get(path, headers={"X-Request-ID": "trace-7"})
+            assert answer.headers["x-request-id"] == "trace-7", path
+        missing = client.get("/_berth/nope", headers={"X-Request-ID": "trace-8"})
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "not found: see /_berth/ and /_berth/metrics", "request_id": "trace-8"}

@@ -13,9 +13,11 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from berth.control import history, views
 from berth.control.fleet import FleetView
@@ -88,7 +90,36 @@ def observe_app(collector: Collector, source: DashboardSource | None = None) -> 
         body, content_type = render(collector, request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error = "not found: see /_berth/ and /_berth/metrics" if exc.status_code == 404 else exc.detail
+        return JSONResponse({"error": error, "request_id": request.headers.get("x-request-id")},
+                            status_code=exc.status_code, headers=exc.headers)
+
     mounted: list[BaseRoute] = [Route("/_berth/metrics", metrics, methods=["GET", "HEAD"])]
     if source is not None:
         mounted += routes(source)
-    return Starlette(routes=mounted)
+    app = Starlette(routes=mounted, exception_handlers={HTTPException: http_error})
+    app.add_middleware(EchoRequestID)
+    return app
+
+
+class EchoRequestID:
+    """Every answer carries the X-Request-ID the gateway sent with the request, as replicas' answers do."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = next((value for name, value in scope.get("headers", ()) if name == b"x-request-id"), None)
+        if scope["type"] != "http" or request_id is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
