@@ -249,7 +249,14 @@
                                            [el("span", { cls: "c5", text: api.error })])]));
       }
     });
-    var headRow = el("tr", {}, head.map(function (h) { return el("th", { cls: numeric[h] ? "num" : "", text: h }); }));
+    var titles = { replicas: "up to date / requested", "req/s": "requests per second since the previous update",
+                   "2XX": "since the API was created", avg: "average request time since the API was created",
+                   p50: "latency of the latest minute with requests", p99: "latency of the latest minute with requests",
+                   drift: "population stability index: last hour vs the reference window",
+                   "last hour": "requests per minute" };
+    var headRow = el("tr", {}, head.map(function (h) {
+      return el("th", { cls: numeric[h] ? "num" : "", text: h, title: titles[h] || "" });
+    }));
     return el("table", { cls: "apis" }, [el("thead", {}, [headRow]), tbody]);
   }
   function sparkline(recent) {
