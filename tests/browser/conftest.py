@@ -17,7 +17,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop marked running in this thread
+# until it stops, and the in-process tests that run after these (anyio, asyncio.run) cannot start theirs.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.skip("no chromium at /usr/bin/chromium: install it with `apt-get install -y chromium` (.ci/run does)")
