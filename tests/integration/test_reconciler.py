@@ -205,6 +205,21 @@ async def test_drain_then_sigterm_then_sigkill(world: World, held: int, terminat
     assert "api" not in world.reconciler.apis and ("cleanup", replica.id) in world.supervisor.calls
 
 
+async def test_a_replica_still_in_init_is_killed_soon_after_sigterm(world: World) -> None:
+    # An __init__ blocking the event loop never sees SIGTERM; it has no request to finish either.
+    world.deploy("v1")
+    await world.tick()
+    replica = world.replicas()[0]
+    assert replica.phase is Phase.INITIALIZING
+    world.reconciler.remove("api")
+    await world.tick()
+    assert ("terminate", replica.id) in world.supervisor.calls
+    await world.tick(1.5)
+    assert ("kill", replica.id) not in world.supervisor.calls
+    await world.tick(0.5)
+    assert ("kill", replica.id) in world.supervisor.calls
+
+
 async def test_a_new_daemon_adopts_running_replicas_and_drains_orphans(world: World) -> None:
     world.deploy("v1")
     await world.make_ready("v1")

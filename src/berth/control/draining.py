@@ -12,6 +12,8 @@ from berth.control.store import Store
 from berth.control.supervisor import Supervisor
 from berth.core.lifecycle import Phase
 
+UNREADY_STOP = 2.0  # seconds a replica that never became ready gets between SIGTERM and SIGKILL
+
 
 class Draining:
     def __init__(self, fleet: Fleet, supervisor: Supervisor, store: Store, routing: Routing, gateways: GatewayLinks,
@@ -43,8 +45,13 @@ class Draining:
                         and self.before_stop(replica)):
                     self.supervisor.terminate(replica, now)
             elif (replica.phase is Phase.STOPPING and replica.signalled_at is not None
-                  and now - replica.signalled_at >= self.timeouts.stop):
+                  and now - replica.signalled_at >= self._stop_timeout(replica)):
                 self.supervisor.kill(replica)
+
+    def _stop_timeout(self, replica: Replica) -> float:
+        """A replica that never became ready has no request to finish, and an `__init__` still running on
+        the event loop cannot even see SIGTERM: it gets SIGKILL after a short grace, not the full one."""
+        return self.timeouts.stop if replica.ready_at is not None else min(self.timeouts.stop, UNREADY_STOP)
 
     def forget(self, replica: Replica) -> None:
         self.fleet.replicas.pop(replica.id, None)
