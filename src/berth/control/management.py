@@ -129,12 +129,7 @@ class ManagementAPI:
 
     # --- request logs -------------------------------------------------------------------------------
     async def get_requests(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        folder = self.paths.logs / name
-        if name not in self.fleet.apis and not folder.is_dir():
-            raise NotFound(f"no API named {name!r}", hint="see `berth get` for the deployed APIs")
-        tail = int(request.query_params.get("tail", "200"))
-        follow = request.query_params.get("follow") in ("1", "true")
+        name, folder, tail, follow = self._log_query(request)
         return StreamingResponse(self._request_stream(folder, tail, follow, name), media_type="application/x-ndjson")
 
     async def _request_stream(self, folder: Path, tail: int, follow: bool, name: str) -> AsyncIterator[bytes]:
@@ -167,13 +162,17 @@ class ManagementAPI:
                            hint=f"run `berth delete {name}` again")
         return JSONResponse({"api": name, "deleted": True, "stopped": gone})
 
-    async def get_logs(self, request: Request) -> Response:
+    def _log_query(self, request: Request) -> tuple[str, Path, int, bool]:
+        """The API (deployed, or with logs left), its log folder, `tail` and `follow` of a logs request."""
         name = request.path_params["name"]
         folder = self.paths.logs / name
         if name not in self.fleet.apis and not folder.is_dir():
             raise NotFound(f"no API named {name!r}", hint="see `berth get` for the deployed APIs")
-        tail = int(request.query_params.get("tail", "200"))
-        follow = request.query_params.get("follow") in ("1", "true")
+        return name, folder, int(request.query_params.get("tail", "200")), \
+            request.query_params.get("follow") in ("1", "true")
+
+    async def get_logs(self, request: Request) -> Response:
+        name, folder, tail, follow = self._log_query(request)
         live = {r.id for r in self.fleet.replicas_of(name)}
         return StreamingResponse(self._log_stream(folder, live, tail, follow, name),
                                  media_type="text/plain; charset=utf-8")
