@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from berth.core.balancing import admits, least_in_flight
-from berth.observability.stats import APIGauge, APIStats
+from berth.observability.stats import APIStats
 
 if TYPE_CHECKING:
     from berth.gateway.upstream import UpstreamConnection
@@ -121,10 +121,6 @@ class Route:
         """The replica held requests waited for failed: answer them now rather than at the timeout."""
         while self.waiting:
             self.waiting.popleft().fail(message)
-
-    def gauge(self) -> APIGauge:
-        return APIGauge(api=self.api, stats=self.stats, in_flight=self.load,
-                        ready_endpoints=len(self.upstreams))
 
 
 class RoutingTable:

@@ -1,4 +1,4 @@
-"""Per-API request statistics kept by the gateway, and their Prometheus exposition.
+"""Per-API request statistics kept by the gateway: plain counters the daemon pulls and aggregates.
 
 A gateway worker's counters are cumulative for its process (its incarnation); the daemon's ledger
 pulls them over the control channel (`counters()`) and turns them into deltas.
@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from berth.observability.histogram import LATENCY_BOUNDS, Histogram
 
@@ -78,42 +73,3 @@ class APIStats:
     def as_dict(self) -> dict[str, float | int | None]:
         return {"2XX": self.code_2xx, "4XX": self.code_4xx, "5XX": self.code_5xx,
                 "avg_request_seconds": self.avg_latency, "requests": self.latency_count}
-
-
-@dataclass(frozen=True)
-class APIGauge:
-    api: str
-    stats: APIStats
-    in_flight: int
-    ready_endpoints: int
-
-
-class GatewayCollector(Collector):
-    """Reads live gateway state at scrape time; `source` yields one APIGauge per API."""
-
-    def __init__(self, source: Callable[[], Iterable[APIGauge]]) -> None:
-        self.source = source
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        requests = CounterMetricFamily("berth_requests", "Requests by API and status class",
-                                       labels=["api_name", "code"])
-        latency = CounterMetricFamily("berth_request_seconds", "Total request time by API",
-                                      labels=["api_name"])
-        in_flight = GaugeMetricFamily("berth_in_flight_requests", "Requests in flight by API",
-                                      labels=["api_name"])
-        ready = GaugeMetricFamily("berth_ready_endpoints", "Ready (replica, process) endpoints",
-                                  labels=["api_name"])
-        for gauge in self.source():
-            stats = gauge.stats
-            for code, value in (("2XX", stats.code_2xx), ("4XX", stats.code_4xx), ("5XX", stats.code_5xx)):
-                requests.add_metric([gauge.api, code], value)
-            latency.add_metric([gauge.api], stats.latency_sum)
-            in_flight.add_metric([gauge.api], gauge.in_flight)
-            ready.add_metric([gauge.api], gauge.ready_endpoints)
-        yield from (requests, latency, in_flight, ready)
-
-
-def exposition(source: Callable[[], Iterable[APIGauge]]) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(source))
-    return generate_latest(registry)
