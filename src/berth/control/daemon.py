@@ -137,7 +137,7 @@ class Daemon:
         self.store.open()
         self.reconciler.load()
         self.collector.load()
-        self.observing.watch_failures(self.reconciler.health)
+        self.reconciler.health.on_failure = self.collector.replica_failed
         self.reconciler.draining.before_stop = self.collector.final_poll_done
         self.gateways.start()
         await self._serve(self.management.app, self.paths.socket, "management")

@@ -30,6 +30,8 @@ class Health:
         self.timeouts = timeouts
         self.clock = clock
         self.forget = forget  # a stopped replica's exit ends it: Draining.forget
+        # Told of every failure recorded here: the metrics collector counts restarts and OOM kills.
+        self.on_failure: Callable[[Replica, Event], None] = lambda replica, event: None
         self._memory_checked = 0.0
 
     async def check(self, now: float) -> None:
@@ -60,6 +62,7 @@ class Health:
     def failed(self, replica: Replica, event: Event, now: float, message: str, traceback: str | None = None) -> None:
         """The one place a failure is recorded: the transition, its event, and held requests told."""
         delay = replica.failed(event, now, message, traceback)
+        self.on_failure(replica, event)
         self.store.add_event(replica.api, "replica_failed",
                              f"replica {replica.id}: {message}; restarting in {delay:g}s", now)
         if replica.api in self.routing.entries and not self.routing.targets(replica.api):

@@ -15,13 +15,10 @@ from typing import Any
 from berth.control import history
 from berth.control.collector import ReplicaCollector
 from berth.control.gateways import GatewayLinks
-from berth.control.health import Health
 from berth.control.history import HistoryRecorder
 from berth.control.metrics import MetricsSources
 from berth.control.reconciler import Reconciler
-from berth.control.replica import Replica
 from berth.control.store import Store
-from berth.core.lifecycle import Event
 from berth.core.status import ReplicaState
 
 log = logging.getLogger("berth.control")
@@ -41,16 +38,6 @@ class Observing:
         self.recorder = recorder
         self.clock = clock
         self._drift: dict[str, tuple[float, float | None]] = {}
-
-    def watch_failures(self, health: Health) -> None:
-        """Count restarts and out-of-memory kills where every failure is recorded: Health.failed."""
-        recorded = health.failed
-
-        def failed(replica: Replica, event: Event, now: float, message: str, traceback: str | None = None) -> None:
-            self.collector.replica_failed(replica, event)
-            recorded(replica, event, now, message, traceback)
-
-        health.failed = failed  # type: ignore[method-assign]
 
     def sources(self) -> MetricsSources:
         return MetricsSources(fleet=self.reconciler, ledger=self.gateways.ledger, collector=self.collector,
