@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,20 @@ from berth.backends.base import APIDocument, Change, Deletion
 from berth.config.loader import SpecFile
 from berth.control.launcher import RESTART_WAIT, StartOptions, daemon_back_or_none, ensure_daemon, supervisor_running
 from berth.control.paths import Paths
-from berth.errors import BerthError, ConfigError, Conflict, DaemonUnavailable, InsufficientCapacity, NotFound
+from berth.errors import (
+    BerthError,
+    ConfigError,
+    Conflict,
+    DaemonUnavailable,
+    EnvironmentFailed,
+    InsufficientCapacity,
+    NotFound,
+)
+from berth.pyenv.project import forwarded
 
 ERRORS: dict[str, type[BerthError]] = {"NotFound": NotFound, "Conflict": Conflict,
-                                       "InsufficientCapacity": InsufficientCapacity}
+                                       "InsufficientCapacity": InsufficientCapacity,
+                                       "EnvironmentFailed": EnvironmentFailed}
 DEFAULT_TIMEOUT = 120.0
 
 
@@ -78,11 +89,34 @@ class Client:
             if line.strip():
                 yield json.loads(line)
 
-    def deploy(self, spec: SpecFile, verify: bool = False) -> list[dict[str, Any]]:
-        """`verify`: an API at zero replicas starts one, so that a failing `__init__` shows now."""
+    def deploy(self, spec: SpecFile, verify: bool = False,
+               progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+        """`verify`: an API at zero replicas starts one, so that a failing `__init__` shows now.
+        `progress` hears each step of building the project's Python environment, as it happens."""
         body = {"spec_file": str(spec.path), "apis": [api.model_dump(mode="json") for api in spec.apis],
-                "verify": verify}
-        return self._call("POST", "/v1/apis", json=body)  # type: ignore[no-any-return]
+                "verify": verify, "variables": forwarded(os.environ)}
+        headers = {"Accept": "application/x-ndjson"}
+        # Between two lines of a long install (a large download) the daemon may say nothing for minutes.
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            with self.http.stream("POST", "/v1/apis", json=body, headers=headers, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if "progress" in message and progress is not None:
+                        progress(message["progress"])
+                    elif "error" in message:
+                        _raise_body(message["error"])
+                    elif "results" in message:
+                        return message["results"]  # type: ignore[no-any-return]
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+            raise self._unavailable(exc) from exc
+        raise DaemonUnavailable("the berth daemon stopped answering in the middle of the deploy",
+                                hint=f"see its log: {self.paths.daemon_log}; `berth get` shows what was deployed")
 
     def refresh(self, name: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/apis/{name}/refresh")  # type: ignore[no-any-return]
@@ -149,6 +183,10 @@ def _raise_for(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         raise BerthError(f"the daemon answered {response.status_code}: {response.text[:500]}") from None
+    _raise_body(body)
+
+
+def _raise_body(body: dict[str, Any]) -> None:
     kind = body.get("kind", "")
     if kind == "ConfigError":
         raise ConfigError(body.get("problems") or [body.get("error", "")], hint=body.get("hint"))
@@ -178,8 +216,9 @@ class LocalBackend:
         return (f"started the berth daemon (pid {info['pid']}, gateway http://{info['host']}:{info['port']}); "
                 f"its log is {self.paths.daemon_log}")
 
-    def deploy(self, spec: SpecFile, verify: bool = False) -> list[Change]:
-        return [Change.from_json(result) for result in self.client.deploy(spec, verify=verify)]
+    def deploy(self, spec: SpecFile, verify: bool = False,
+               progress: Callable[[str], None] | None = None) -> list[Change]:
+        return [Change.from_json(result) for result in self.client.deploy(spec, verify=verify, progress=progress)]
 
     def list_apis(self, window: float | None = None) -> list[APIDocument]:
         return self.client.list_apis(window)

@@ -57,6 +57,11 @@ class DeployFailed(BerthError):
     exit_code = 6
 
 
+class EnvironmentFailed(DeployFailed):
+    """A project's Python environment could not be built: a requirement uv could not resolve or install,
+    or dependencies.sh failed. Nothing was changed."""
+
+
 class WaitTimedOut(BerthError):
     """`--wait` ran out of `--timeout` before the API was live (it may still become live)."""
 

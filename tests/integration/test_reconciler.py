@@ -46,7 +46,8 @@ class FakeSupervisor:
         self.crash_versions: set[str] = set()  # every replica of these versions exits at once
         self._pids = 50_000
 
-    def spawn(self, replica: Replica, spec: Any, project: Path, env: Any, now: float) -> None:
+    def spawn(self, replica: Replica, spec: Any, project: Path, env: Any, now: float,
+              python: str | None = None) -> None:
         self._pids += 1
         self.calls.append(("spawn", replica.id))
         replica.started(self._pids, now)

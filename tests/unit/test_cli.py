@@ -38,7 +38,7 @@ class FakeBackend:
         self.calls.append(("ensure_running",))
         return "started the fake backend"
 
-    def deploy(self, spec: SpecFile, verify: bool = False) -> list[Change]:
+    def deploy(self, spec: SpecFile, verify: bool = False, progress: Any = None) -> list[Change]:
         self.calls.append(("deploy", *(api.name for api in spec.apis)))
         return [Change(api.name, "creating", "v1", f"creating {api.name}") for api in spec.apis]
 

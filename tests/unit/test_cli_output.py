@@ -38,7 +38,7 @@ class ScriptedBackend(FakeBackend):
         self.deploy_error: BerthError | None = None
         self.log_lines: list[str] = ["a line\n"]
 
-    def deploy(self, spec: SpecFile, verify: bool = False) -> list[Change]:
+    def deploy(self, spec: SpecFile, verify: bool = False, progress: Any = None) -> list[Change]:
         if self.deploy_error is not None:
             raise self.deploy_error
         return super().deploy(spec)

@@ -136,10 +136,16 @@ def test_every_documented_exit_code_is_asserted_by_a_test() -> None:
 
 
 # --- the examples' dependencies ---------------------------------------------------------------
+def _own_requirements(path: Path) -> bool:
+    """An example with its own requirements.txt gets its own environment at deploy: [examples] need not."""
+    return any((folder / "requirements.txt").is_file() for folder in path.parents if REPO / "examples" in folder.parents)
+
+
 def _example_imports() -> set[str]:
     modules: set[str] = set()
     # build_*.py regenerate a shipped artifact and say what they need themselves (skl2onnx).
-    sources = [path.read_text() for path in (REPO / "examples").rglob("*.py") if not path.name.startswith("build_")]
+    sources = [path.read_text() for path in (REPO / "examples").rglob("*.py")
+               if not path.name.startswith("build_") and not _own_requirements(path)]
     for readme in (REPO / "examples").rglob("README.md"):
         sources += re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
     for source in sources:

@@ -81,14 +81,14 @@ def test_a_link_to_a_sibling_folder_twice_is_not_a_loop(tmp_path: Path) -> None:
 IGNORE_FILES = {
     "data/raw.csv": "", "src/data/keep.py": "", "big.bin": "", "src/w.bin": "", "keep.bin": "",
     "logs/today.txt": "", "src/logs/old.txt": "", "logs.py": "", "notes.tmp": "", "src/notes.tmp": "",
-    "app/__pycache__/m.cpython-311.pyc": "", "app/m.pyc": "", "app/m.py": "", ".env": "", "src/.hidden": "",
+    "app/__pycache__/m.cpython-311.pyc": "", "app/m.pyc": "", "app/m.py": "", ".secret": "", "src/.hidden": "",
 }
 
 
 @pytest.mark.parametrize(
     ("rules", "kept"),
     [
-        ("", sorted(set(IGNORE_FILES) - {"app/__pycache__/m.cpython-311.pyc", "app/m.pyc", ".env", "src/.hidden"})),
+        ("", sorted(set(IGNORE_FILES) - {"app/__pycache__/m.cpython-311.pyc", "app/m.pyc", ".secret", "src/.hidden"})),
         ("/data\n", ["app/m.py", "big.bin", "keep.bin", "logs.py", "logs/today.txt", "notes.tmp",
                      "src/data/keep.py", "src/logs/old.txt", "src/notes.tmp", "src/w.bin"]),
         ("**/*.bin\n!keep.bin\n", ["app/m.py", "data/raw.csv", "keep.bin", "logs.py", "logs/today.txt",
@@ -101,7 +101,7 @@ IGNORE_FILES = {
                           "notes.tmp", "src/data/keep.py", "src/logs/old.txt", "src/w.bin"]),
         ("*\n!*/\n!*.py\n", ["app/m.py", "logs.py", "src/data/keep.py"]),
         ("!*.pyc\n!__pycache__/\n", sorted(set(IGNORE_FILES) - {"app/__pycache__/m.cpython-311.pyc", "app/m.pyc",
-                                                                ".env", "src/.hidden"})),
+                                                                ".secret", "src/.hidden"})),
     ],
     ids=["defaults", "anchored", "globstar-negation", "directory-only", "unanchored", "anchored-glob",
          "allowlist", "defaults-stay"],
@@ -109,6 +109,14 @@ IGNORE_FILES = {
 def test_berthignore_follows_gitignore_rules(tmp_path: Path, rules: str, kept: list[str]) -> None:
     spec = project(tmp_path, {**IGNORE_FILES, ".berthignore": rules})
     assert names(tmp_path, spec) == sorted(kept)
+
+
+@pytest.mark.parametrize(("rules", "kept"), [("", [".env", "p.py"]), (".env\n", ["p.py"])])
+def test_the_root_env_file_is_part_of_the_project_and_no_other_hidden_file(tmp_path: Path, rules: str,
+                                                                           kept: list[str]) -> None:
+    """`.env` is loaded into the replicas, so it travels with the snapshot (and changes the digest)."""
+    spec = project(tmp_path, {".env": "A=1", "sub/.env": "B=2", ".other": "", "p.py": "", ".berthignore": rules})
+    assert names(tmp_path, spec) == kept
 
 
 def test_the_digest_depends_on_content_and_names_only(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_apis_versions_replicas_and_events_round_trip(store: Store, tmp_path: Pa
     store.put_api(record("v2", 3))
     assert store.get_api("a") == record("v2", 3)
     assert store.versions("a") == [("v2", 3), ("v1", 1)]
-    assert store.get_version("a", "v1") == ({"k": "v1"}, "s")
+    assert store.get_version("a", "v1") == ({"k": "v1"}, "s", "")
     replica = ReplicaRecord("r1", "a", "v2", 123, 456.0, 7.0, "/run/r1", 2, 1, {"cpu": 0.2, "mem": 0, "gpus": []})
     store.put_replica(replica)
     assert store.list_replicas() == [replica]

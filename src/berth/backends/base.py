@@ -14,7 +14,7 @@ CLI turns them into exit codes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,8 +60,10 @@ class Backend(Protocol):
         Returns a line to tell the user when that did something, else None.
         """
 
-    def deploy(self, spec: SpecFile, verify: bool = False) -> list[Change]:
-        """Apply every API of the spec file, in its order.
+    def deploy(self, spec: SpecFile, verify: bool = False,
+               progress: Callable[[str], None] | None = None) -> list[Change]:
+        """Apply every API of the spec file, in its order. `progress` hears each step of building the
+        project's Python environment (resolving, downloading, installing) as it happens.
 
         `verify` (what `deploy --wait` asks): an API that would run no replica (scaled to zero)
         starts one anyway, until it has been ready once, so a version that cannot start reports

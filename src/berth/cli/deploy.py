@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from berth.config.endpoints import owners, taken_endpoints
 from berth.config.loader import SpecFile, conflict, load_spec
 from berth.core.status import APIStatus
 from berth.errors import BerthError, DaemonUnavailable, DeployFailed, InsufficientCapacity, WaitTimedOut
+from berth.pyenv.project import check_project
 
 if TYPE_CHECKING:
     from berth.backends.base import APIDocument, Backend, Change
@@ -40,7 +42,7 @@ def deploy(obj: CLIContext, path: Path, wait: bool, timeout: float, output: str,
     spec = _load(obj, path)
     obj.ensure_running()
     _refuse_taken_endpoints(obj, spec)
-    changes = obj.backend().deploy(spec, verify=wait)
+    changes = obj.backend().deploy(spec, verify=wait, progress=_progress(obj))
     names = [api.name for api in spec.apis]
     if output != "json":
         for change in changes:
@@ -55,6 +57,13 @@ def deploy(obj: CLIContext, path: Path, wait: bool, timeout: float, output: str,
             _wait_live(obj, names, timeout, quiet=True, verbose=verbose)
         finally:
             click.echo(json.dumps(_final_json(obj.backend(), changes), indent=2))
+
+
+def _progress(obj: CLIContext) -> Callable[[str], None]:
+    """Building the project's environment, line by line on stderr (stdout stays the result, for -o json)."""
+    def show(message: str) -> None:
+        obj.err.print(f"[dim]environment:[/dim] {escape(message)}", highlight=False, soft_wrap=True)
+    return show
 
 
 @click.command()
@@ -73,6 +82,7 @@ def validate(obj: CLIContext, path: Path) -> None:
 
 def _load(obj: CLIContext, path: Path, deployed: dict[str, str] | None = None) -> SpecFile:
     spec = load_spec(path, deployed)
+    check_project(spec.path.parent)
     for warning in spec.warnings:
         obj.err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     return spec

@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 import pathspec
 
 IGNORE_FILE = ".berthignore"
+# Hidden files a project's root may hold that are part of it: `.env` is loaded into its replicas.
+ROOT_DOTFILES = frozenset({".env"})
 # gitignore lines; appended after the user's, so a `!` in .berthignore cannot bring caches back.
 ALWAYS_IGNORED = ("__pycache__/", "*.pyc", "*.pyo", "*.pyd")
 
@@ -87,7 +89,7 @@ def _scan_folder(walk: _Walk, folder: Path, relative: PurePosixPath, chain: froz
         return
     folders: list[tuple[Path, PurePosixPath]] = []
     for entry in entries:
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") and not (entry.name in ROOT_DOTFILES and not relative.parts):
             continue
         rel = relative / entry.name
         is_dir = entry.is_dir()  # follows symlinks: a linked folder is walked like a real one

@@ -16,6 +16,7 @@ class Version:
     id: str
     spec: RealtimeAPI
     project: Path
+    environment: str = ""  # the key of its Python environment under envs/; "" runs in berth's own
 
 
 @dataclass
@@ -34,7 +35,8 @@ class DeployedAPI:
     in_place_from: str | None = None  # the version it replaced: the one to roll back to
 
     def __post_init__(self) -> None:
-        self.versions.setdefault(self.record.version, Version(self.record.version, self.spec, self.project))
+        self.versions.setdefault(self.record.version, Version(self.record.version, self.spec, self.project,
+                                                                  self.record.environment))
 
     @property
     def name(self) -> str:
@@ -68,5 +70,5 @@ def load_version(store: Store, snapshots: Path, name: str, version: str) -> Vers
     found = store.get_version(name, version)
     if found is None:
         return None
-    spec, snapshot = found
-    return Version(version, RealtimeAPI.model_validate(spec), snapshots / snapshot)
+    spec, snapshot, environment = found
+    return Version(version, RealtimeAPI.model_validate(spec), snapshots / snapshot, environment)

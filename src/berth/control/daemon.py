@@ -48,6 +48,7 @@ from berth.control.supervisor import Supervisor
 from berth.core.placement import Capacity
 from berth.errors import BerthError, DaemonStartError
 from berth.gateway.limits import GatewaySettings
+from berth.pyenv.collect import collect_environments
 
 log = logging.getLogger("berth.control")
 
@@ -213,6 +214,7 @@ class Daemon:
         while True:
             try:
                 await self.collect_garbage()
+                await self.collect_environments()
                 self.history.fold(time.time())  # minute rows into hours, old hours dropped
             except Exception:  # housekeeping must never take the control plane down
                 log.exception("housekeeping failed")
@@ -235,6 +237,19 @@ class Daemon:
             log.info("housekeeping: removed logs of deleted APIs and stopped replicas, untouched for over %s: %s",
                      format_duration(self.settings.log_retention), " ".join(logs))
         return snapshots, logs
+
+    async def collect_environments(self) -> list[str]:
+        """The Python environments removed: unused by any deployed version, beyond the last few used."""
+        keep = self.store.environments_in_use()
+        for api in self.reconciler.apis.values():
+            keep.update(version.environment for version in api.versions.values())
+            if api.fallback is not None:
+                keep.add(api.fallback.environment)
+        removed = await asyncio.to_thread(collect_environments, self.paths.envs, keep - {""}, time.time())
+        if removed:
+            log.info("housekeeping: removed %d Python environment(s) no deployed version uses: %s", len(removed),
+                     " ".join(removed))
+        return removed
 
     def _snapshots_in_use(self) -> set[str]:
         keep = self.store.snapshots_in_use()

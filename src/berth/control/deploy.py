@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from berth.control.snapshot import snapshot
 from berth.control.store import APIRecord, Store
 from berth.core.placement import Request, never_fits
 from berth.errors import ConfigError, Conflict, InsufficientCapacity, NotFound
+from berth.pyenv.builder import EnvironmentBuilder, Progress
+from berth.pyenv.dotenv import DOTENV_FILE, read_dotenv
 
 
 @dataclass(frozen=True)
@@ -34,41 +37,56 @@ class DeployResult:
         return f"{self.api} is up to date" if self.action == "up to date" else f"{self.action} {self.api}"
 
 
-def version_id(api: RealtimeAPI, project_digest: str, nonce: str = "") -> str:
+def version_id(api: RealtimeAPI, project_digest: str, nonce: str = "", environment: str = "") -> str:
     """Cortex's PredictorID: what the replicas run. Autoscaling or networking changes keep it;
     a refresh changes only the nonce (Cortex's deploymentID)."""
-    material = json.dumps({"predictor": api.predictor.model_dump(mode="json"),
-                           "compute": api.compute.model_dump(mode="json"),
-                           "project": project_digest, "nonce": nonce}, sort_keys=True)
+    fields: dict[str, Any] = {"predictor": api.predictor.model_dump(mode="json"),
+                              "compute": api.compute.model_dump(mode="json"),
+                              "project": project_digest, "nonce": nonce}
+    if environment:  # absent rather than empty: versions without one keep the ids they had
+        fields["environment"] = environment
+    material = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:10]
 
 
+def _quiet(message: str) -> None:
+    """Progress nobody asked to see."""
+
+
 class Deployer:
-    def __init__(self, store: Store, reconciler: Reconciler, paths: Paths, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, reconciler: Reconciler, paths: Paths, clock: Callable[[], float],
+                 builder: EnvironmentBuilder | None = None) -> None:
         self.store = store
         self.reconciler = reconciler
         self.paths = paths
         self.clock = clock
+        self.builder = builder or EnvironmentBuilder(paths.envs)
         self._lock = asyncio.Lock()  # deploys (and deletes) of any API happen one at a time
 
-    async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]],
-                     verify: bool = False) -> list[DeployResult]:
-        """`verify` (`deploy --wait`): an API at zero replicas starts one, so a failing `__init__` shows now."""
+    async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]], verify: bool = False,
+                     variables: Mapping[str, str] | None = None, progress: Progress = _quiet) -> list[DeployResult]:
+        """`verify` (`deploy --wait`): an API at zero replicas starts one, so a failing `__init__` shows now.
+        `variables`: the deploying shell's package-index settings, for building the project's environment."""
         apis = _validate(raw_apis, spec_file)
         self._check_capacity(apis)
+        self._check_not_deleting([api.name for api in apis], "deploy")
+        self._check_endpoints(apis)
         spec_path = Path(spec_file)
+        digest, project = await asyncio.to_thread(snapshot, spec_path.parent, spec_path, self.paths.snapshots)
+        # Built before the lock: a long install must not hold up other APIs' deploys, deletes and refreshes.
+        dotenv = read_dotenv(project / DOTENV_FILE)
+        built = await self.builder.prepare(project, variables or {}, dotenv, progress)
+        environment = built.key if built is not None else ""
         async with self._lock:
+            # Building let other calls run: a delete may have begun, an endpoint been taken, meanwhile.
             self._check_not_deleting([api.name for api in apis], "deploy")
             self._check_endpoints(apis)
-            digest, project = await asyncio.to_thread(
-                snapshot, spec_path.parent, spec_path, self.paths.snapshots)
-            # Snapshotting let other calls run: a delete may have begun meanwhile.
-            self._check_not_deleting([api.name for api in apis], "deploy")
-            decisions = [self._decide(api, digest) for api in apis]
+            os.utime(project)  # fresh again for the snapshot collector, however long the build took
+            decisions = [self._decide(api, digest, environment) for api in apis]
             now = self.clock()
             for api, result in zip(apis, decisions, strict=True):
                 if result.action != "up to date":
-                    self._apply(api, result, digest, project, spec_file, now)
+                    self._apply(api, result, digest, project, spec_file, now, environment)
                 if verify:
                     self.reconciler.verify(api.name)
         return decisions
@@ -81,10 +99,11 @@ class Deployer:
             if existing is None:
                 raise NotFound(f"no API named {name!r}")
             api = RealtimeAPI.model_validate(existing.spec)
-            version = version_id(api, existing.snapshot, nonce=secrets.token_hex(5))
+            version = version_id(api, existing.snapshot, nonce=secrets.token_hex(5),
+                                 environment=existing.environment)
             result = DeployResult(name, "restarting", version)
             self._apply(api, result, existing.snapshot, self.paths.snapshots / existing.snapshot,
-                        existing.spec_file, self.clock())
+                        existing.spec_file, self.clock(), existing.environment)
             return result
 
     async def delete(self, name: str) -> None:
@@ -122,9 +141,9 @@ class Deployer:
             raise Conflict("\n".join(problems),
                            hint="set networking.endpoint to another path, or delete the other API first")
 
-    def _decide(self, api: RealtimeAPI, digest: str) -> DeployResult:
+    def _decide(self, api: RealtimeAPI, digest: str, environment: str) -> DeployResult:
         """A deploy during a rollout supersedes it: the planner retires the half-rolled version."""
-        version = version_id(api, digest)
+        version = version_id(api, digest, environment=environment)
         existing = self.store.get_api(api.name)
         if existing is None:
             return DeployResult(api.name, "creating", version)
@@ -133,7 +152,7 @@ class Deployer:
         return DeployResult(api.name, "updating", version)
 
     def _apply(self, api: RealtimeAPI, result: DeployResult, digest: str, project: Path,
-               spec_file: str, now: float) -> None:
+               spec_file: str, now: float, environment: str) -> None:
         existing = self.store.get_api(api.name)
         scaling = api.autoscaling
         # Cortex: keep the current replica count across deploys, else start at init_replicas.
@@ -142,6 +161,7 @@ class Deployer:
             name=api.name, endpoint=api.endpoint, spec=api.model_dump(mode="json"), version=result.version,
             snapshot=digest, spec_file=spec_file, created_at=existing.created_at if existing else now,
             updated_at=now, requested=min(max(requested, scaling.min_replicas), scaling.max_replicas),
+            environment=environment,
         )
         self.store.put_api(record)
         self.store.add_event(api.name, "deploy", f"{result.message} (version {result.version})", now)

@@ -64,6 +64,16 @@ class LogReader:
                 yield b"".join(prefix + line + b"\n" for line in complete.split(b"\n"))
 
 
+def build_lines(path: Path, tail: int) -> bytes:
+    """The last `tail` lines of an environment's build log, each marked as such."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return b""
+    lines: deque[bytes] = deque(data.splitlines(keepends=True), maxlen=max(tail, 0))
+    return b"".join(b"[environment] " + _terminated(line) for line in lines)
+
+
 def collect_logs(folder: Path, apis: Set[str], live: Set[str], now: float,
                  retention: float = RETENTION_SECONDS) -> list[str]:
     """Remove what no one will read: a deleted API's folder once nothing was written to it for

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,10 +25,12 @@ from berth.control.paths import Paths
 from berth.control.requestlogs import RequestLogReader
 from berth.control.store import Store
 from berth.errors import BerthError, ConfigError, Conflict, InsufficientCapacity, NotFound
+from berth.pyenv.builder import BUILD_LOG
 
 STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409,
                                                  InsufficientCapacity: 422}
 DELETE_TIMEOUT = 90.0
+log = logging.getLogger(__name__)
 
 WaitFor = Callable[[Callable[[], bool], float], Awaitable[bool]]
 
@@ -74,10 +78,7 @@ class ManagementAPI:
     async def _error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BerthError)
         status = next((code for kind, code in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 500)
-        body: dict[str, Any] = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
-        if isinstance(exc, ConfigError):
-            body["problems"] = exc.problems
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(_error_body(exc), status_code=status)
 
     async def get_info(self, request: Request) -> Response:
         return JSONResponse({**self.info(), "version": __version__, "apis": len(self.fleet.apis)})
@@ -142,9 +143,49 @@ class ManagementAPI:
                 yield _json_lines(entries)
 
     async def deploy(self, request: Request) -> Response:
+        """JSON, or with `Accept: application/x-ndjson` a line per progress message (building the project's
+        environment can take minutes), then `{"results": [...]}` or `{"error": {...}}`."""
         body = await request.json()
-        results = await self.deployer.deploy(body["spec_file"], body["apis"], verify=bool(body.get("verify")))
+        if "application/x-ndjson" in request.headers.get("accept", ""):
+            return StreamingResponse(self._deploy_stream(body), media_type="application/x-ndjson")
+        results = await self.deployer.deploy(body["spec_file"], body["apis"], verify=bool(body.get("verify")),
+                                             variables=body.get("variables") or {})
         return JSONResponse([_result(r) for r in results])
+
+    async def _deploy_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        messages: asyncio.Queue[str] = asyncio.Queue()
+        task = asyncio.create_task(self.deployer.deploy(
+            body["spec_file"], body["apis"], verify=bool(body.get("verify")),
+            variables=body.get("variables") or {}, progress=messages.put_nowait))
+        try:
+            while not task.done() or not messages.empty():
+                if messages.empty():
+                    waiting = asyncio.ensure_future(messages.get())
+                    await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if not waiting.done():
+                        waiting.cancel()
+                        continue
+                    message = waiting.result()
+                else:
+                    message = messages.get_nowait()
+                yield _json_lines([{"progress": message}])
+            try:
+                results = task.result()
+            except BerthError as exc:
+                yield _json_lines([{"error": _error_body(exc)}])
+            except Exception as exc:  # a bug: say so on the stream, which has already answered 200
+                log.exception("deploy failed")
+                yield _json_lines([{"error": {"error": f"the deploy failed inside the daemon: {exc!r}",
+                                              "hint": "see the daemon's log", "kind": "BerthError"}}])
+            else:
+                yield _json_lines([{"results": [_result(r) for r in results]}])
+        finally:
+            # The client went away: a deploy it can no longer hear about stops (a build is killed;
+            # once applying began, there is no await left for the cancellation to land on).
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BerthError):
+                    await task
 
     async def refresh(self, request: Request) -> Response:
         return JSONResponse(_result(await self.deployer.refresh(request.path_params["name"])))
@@ -180,6 +221,9 @@ class ManagementAPI:
     async def _log_stream(self, folder: Path, live: set[str], tail: int, follow: bool,
                           name: str) -> AsyncIterator[bytes]:
         reader = logs.LogReader(folder, live)
+        build_log = self._build_log(name)
+        if build_log is not None:
+            yield logs.build_lines(build_log, tail)
         for chunk in reader.initial(tail):
             yield chunk
         while follow and (name in self.fleet.apis):
@@ -187,6 +231,11 @@ class ManagementAPI:
             reader.live = {r.id for r in self.fleet.replicas_of(name)}
             for chunk in reader.poll():
                 yield chunk
+
+    def _build_log(self, name: str) -> Path | None:
+        """What building the environment of the API's current version printed (uv, dependencies.sh)."""
+        api = self.fleet.apis.get(name)
+        return self.paths.envs / api.latest.environment / BUILD_LOG if api and api.latest.environment else None
 
     def _apis(self) -> list[Any]:
         return sorted(self.fleet.apis.values(), key=lambda api: api.name)
@@ -197,6 +246,13 @@ class ManagementAPI:
             known = ", ".join(sorted(self.fleet.apis)) or "none"
             raise NotFound(f"no API named {name!r} (deployed: {known})")
         return api
+
+
+def _error_body(exc: BerthError) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": exc.message, "hint": exc.hint, "kind": type(exc).__name__}
+    if isinstance(exc, ConfigError):
+        body["problems"] = exc.problems
+    return body
 
 
 def _since(request: Request, now: float) -> float | None:

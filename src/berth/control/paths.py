@@ -56,6 +56,11 @@ class Paths:
         return self.home / "models"
 
     @property
+    def envs(self) -> Path:
+        """Python environments of projects with requirements, shared by every version that asks the same."""
+        return self.home / "envs"
+
+    @property
     def snapshots(self) -> Path:
         return self.home / "snapshots"
 

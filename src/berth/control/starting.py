@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from collections.abc import Callable, Mapping
 
@@ -18,6 +19,9 @@ from berth.control.supervisor import Supervisor
 from berth.core.lifecycle import Event
 from berth.core.placement import Capacity, Placement, Request, place
 from berth.core.status import ReplicaState
+from berth.errors import BerthError
+from berth.pyenv.builder import python_of, touch
+from berth.pyenv.dotenv import DOTENV_FILE, read_dotenv
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS")
@@ -56,14 +60,33 @@ class Starter:
                 return
             replica.placed(found)
         assert replica.placement is not None
-        env = {**self.env, **resource_env(version.spec, replica.placement), **version.spec.predictor.env,
-               "PYTHONUNBUFFERED": "1"}
         try:
-            self.supervisor.spawn(replica, version.spec.model_dump(mode="json"), version.project, env, now)
+            python, environment = self._environment(version)
+            env = {**self.env, **environment, **resource_env(version.spec, replica.placement),
+                   **read_dotenv(version.project / DOTENV_FILE), **version.spec.predictor.env, "PYTHONUNBUFFERED": "1"}
+        except BerthError as exc:
+            self.failed(replica, Event.START_FAILED, now, exc.message)
+            return
+        try:
+            self.supervisor.spawn(replica, version.spec.model_dump(mode="json"), version.project, env, now, python)
         except OSError as exc:
             self.failed(replica, Event.START_FAILED, now, f"could not start the replica process: {exc}")
             return
         self.save(replica)
+
+    def _environment(self, version: Version) -> tuple[str | None, dict[str, str]]:
+        """The interpreter of the version's Python environment (None: berth's own) and the variables that
+        make it the active one for whatever the predictor starts."""
+        if not version.environment:
+            return None, {}
+        python = python_of(self.paths.envs, version.environment)
+        if python is None:
+            raise BerthError(f"its Python environment {version.environment} is missing from {self.paths.envs}",
+                             hint="deploy again to build it")
+        touch(self.paths.envs, version.environment)
+        folder = python.parent.parent
+        return str(python), {"VIRTUAL_ENV": str(folder),
+                             "PATH": f"{python.parent}{os.pathsep}{self.env.get('PATH', os.defpath)}"}
 
     def place_pending(self, now: float) -> None:
         for replica in list(self.fleet.replicas.values()):

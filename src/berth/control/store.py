@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS apis (
     updated_at REAL NOT NULL,
     requested INTEGER NOT NULL,
     failed_version TEXT,
-    failed_reason TEXT
+    failed_reason TEXT,
+    environment TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS versions (
     api TEXT NOT NULL,
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS versions (
     snapshot TEXT NOT NULL,
     spec TEXT NOT NULL,
     deployed_at REAL NOT NULL,
+    environment TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (api, id, deployed_at)
 );
 CREATE TABLE IF NOT EXISTS replicas (
@@ -126,6 +128,7 @@ class APIRecord:
     requested: int
     failed_version: str | None = None
     failed_reason: str | None = None
+    environment: str = ""  # the key of the Python environment under envs/; "" for berth's own
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,14 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a store was created (SQLite appends them, as the INSERTs expect)."""
+        for table in ("apis", "versions"):
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if "environment" not in columns:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN environment TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         if self._db is not None:
@@ -190,18 +201,18 @@ class Store:
         with self.transaction() as db:
             row = db.execute("SELECT version FROM apis WHERE name = ?", (record.name,)).fetchone()
             if row is None or row[0] != record.version:
-                db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?)",
+                db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
                            (record.name, record.version, record.snapshot, json.dumps(record.spec),
-                            record.updated_at))
+                            record.updated_at, record.environment))
             db.execute(
-                "INSERT INTO apis VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "INSERT INTO apis VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "endpoint=excluded.endpoint, spec=excluded.spec, version=excluded.version, "
                 "snapshot=excluded.snapshot, spec_file=excluded.spec_file, updated_at=excluded.updated_at, "
                 "requested=excluded.requested, failed_version=excluded.failed_version, "
-                "failed_reason=excluded.failed_reason",
+                "failed_reason=excluded.failed_reason, environment=excluded.environment",
                 (record.name, record.endpoint, json.dumps(record.spec), record.version, record.snapshot,
                  record.spec_file, record.created_at, record.updated_at, record.requested,
-                 record.failed_version, record.failed_reason),
+                 record.failed_version, record.failed_reason, record.environment),
             )
 
     def set_requested(self, name: str, requested: int) -> None:
@@ -211,11 +222,11 @@ class Store:
         self.db.execute("UPDATE apis SET failed_version = ?, failed_reason = ? WHERE name = ?",
                         (version, reason, name))
 
-    def get_version(self, api: str, version: str) -> tuple[dict[str, Any], str] | None:
-        """The spec and snapshot a version was deployed with."""
-        row = self.db.execute("SELECT spec, snapshot FROM versions WHERE api = ? AND id = ? "
+    def get_version(self, api: str, version: str) -> tuple[dict[str, Any], str, str] | None:
+        """The spec, snapshot and environment a version was deployed with."""
+        row = self.db.execute("SELECT spec, snapshot, environment FROM versions WHERE api = ? AND id = ? "
                               "ORDER BY deployed_at DESC LIMIT 1", (api, version)).fetchone()
-        return (json.loads(row[0]), row[1]) if row else None
+        return (json.loads(row[0]), row[1], row[2]) if row else None
 
     def get_api(self, name: str) -> APIRecord | None:
         row = self.db.execute("SELECT * FROM apis WHERE name = ?", (name,)).fetchone()
@@ -246,11 +257,19 @@ class Store:
         """Snapshots a deployed version references: each API's current one, those of its newest
         `keep_versions` versions (what `describe` lists, and what a rollback falls back to), and those of
         the versions a recorded replica runs."""
+        return self._in_use("snapshot", keep_versions)
+
+    def environments_in_use(self, keep_versions: int = KEEP_VERSIONS) -> set[str]:
+        """Python environments the same versions use (as `snapshots_in_use`)."""
+        return self._in_use("environment", keep_versions) - {""}
+
+    def _in_use(self, column: str, keep_versions: int) -> set[str]:
+        assert column in ("snapshot", "environment")
         rows = self.db.execute(
-            "SELECT snapshot FROM apis "
-            "UNION SELECT snapshot FROM (SELECT snapshot, ROW_NUMBER() OVER "
+            f"SELECT {column} FROM apis "
+            f"UNION SELECT {column} FROM (SELECT {column}, ROW_NUMBER() OVER "
             "(PARTITION BY api ORDER BY deployed_at DESC) AS n FROM versions) WHERE n <= ? "
-            "UNION SELECT v.snapshot FROM versions v JOIN replicas r ON r.api = v.api AND r.version = v.id",
+            f"UNION SELECT v.{column} FROM versions v JOIN replicas r ON r.api = v.api AND r.version = v.id",
             (keep_versions,))
         return {row[0] for row in rows}
 
@@ -339,6 +358,6 @@ class Store:
 
 
 def _api(row: tuple[Any, ...]) -> APIRecord:
-    name, endpoint, spec, version, snapshot, spec_file, created_at, updated_at, requested, failed, reason = row
+    name, endpoint, spec, version, snapshot, spec_file, created_at, updated_at, requested, failed, reason, env = row
     return APIRecord(name, endpoint, json.loads(spec), version, snapshot, spec_file, created_at, updated_at,
-                     requested, failed, reason)
+                     requested, failed, reason, env)

@@ -39,7 +39,8 @@ class Supervisor:
         self.python = python
 
     def spawn(self, replica: Replica, spec: Mapping[str, object], project: Path,
-              env: Mapping[str, str], now: float) -> None:
+              env: Mapping[str, str], now: float, python: str | None = None) -> None:
+        """`python`: the interpreter of the version's environment; None runs berth's own."""
         replica.socket_dir.mkdir(exist_ok=True, mode=0o700)  # under the verified private run folder
         clear_failure(replica.socket_dir)
         spec_path = replica.socket_dir / SPEC_FILE
@@ -53,7 +54,7 @@ class Supervisor:
             popen = subprocess.Popen(
                 ReplicaArgs(spec=spec_path, project=project, socket_dir=replica.socket_dir,
                             replica_id=replica.id, model_cache=self.model_cache,
-                            version=replica.version).command(self.python),
+                            version=replica.version).command(python or self.python),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=project,
                 env=dict(env), start_new_session=True,  # replicas outlive the daemon; Ctrl-C is not theirs
             )

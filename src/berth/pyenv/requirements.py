@@ -1,0 +1,175 @@
+"""What a project asks to have installed, and how that meets the environment berth itself runs in.
+
+Berth's runtime (the replica server) runs inside every project environment, so its own dependencies must
+stay at the versions berth was tested with: they are constraints, and a requirement that contradicts one is
+refused by name before anything is built. Everything else berth's environment happens to hold is a base
+layer: a requirement it already satisfies is not installed again.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from berth.errors import ConfigError
+
+REQUIREMENTS_FILE = "requirements.txt"
+PYPROJECT_FILE = "pyproject.toml"
+LOCK_FILE = "uv.lock"
+DEPENDENCIES_SCRIPT = "dependencies.sh"
+CONDA_FILE = "conda-packages.txt"
+UV_CONFIG = "uv.toml"
+PIP_CONFIG = "pip.conf"
+
+_CONTINUATION = re.compile(r"\\\n")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One requirement of a requirements file, where it was written."""
+
+    file: str
+    number: int
+    text: str
+    requirement: Requirement | None  # None: an option (-r, --index-url), a URL or a path: left to uv
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.number}"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    line: Line
+    runs: str  # the version berth runs
+
+    def __str__(self) -> str:
+        assert self.line.requirement is not None
+        name = self.line.requirement.name
+        return (f"{self.line.where}: {self.line.text} conflicts with berth's runtime, which runs "
+                f"{name} {self.runs}")
+
+
+def read_lines(path: Path, label: str) -> list[Line]:
+    """The requirements of a requirements file with their line numbers (continuations joined)."""
+    text = _CONTINUATION.sub(" ", path.read_text(encoding="utf-8", errors="replace"))
+    lines = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        content = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not content:
+            continue
+        lines.append(Line(label, number, content, parse(content)))
+    return lines
+
+
+def parse(text: str) -> Requirement | None:
+    if text.startswith("-") or "://" in text or text.startswith((".", "/")):
+        return None
+    try:
+        return Requirement(text)
+    except InvalidRequirement:
+        return None
+
+
+def pyproject_lines(path: Path, label: str) -> list[Line]:
+    """`[project].dependencies` of a pyproject.toml (its line numbers are not tracked: the file's name is)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{label}: not valid TOML: {exc}"], hint="fix the file and deploy again") from None
+    dependencies = data.get("project", {}).get("dependencies", [])
+    if not isinstance(dependencies, list) or not all(isinstance(item, str) for item in dependencies):
+        raise ConfigError([f"{label}: [project].dependencies must be a list of requirement strings"])
+    return [Line(label, 0, text, parse(text)) for text in dependencies]
+
+
+def has_pyproject_dependencies(path: Path) -> bool:
+    return path.is_file() and bool(pyproject_lines(path, path.name))
+
+
+# --- berth's own environment ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BaseEnvironment:
+    """The distributions installed where berth runs ({canonical name: version}) and which of them the
+    runtime needs (berth's dependency closure)."""
+
+    installed: Mapping[str, str]
+    runtime: frozenset[str]
+
+    @classmethod
+    def current(cls) -> BaseEnvironment:
+        installed: dict[str, str] = {}
+        for dist in importlib.metadata.distributions():
+            name = dist.metadata["Name"]
+            if name:
+                installed.setdefault(canonicalize_name(name), dist.version)
+        return cls(installed, frozenset(_closure("berth", installed)))
+
+    def pins(self) -> list[str]:
+        """Constraints that keep the runtime's packages at berth's versions."""
+        return sorted(f"{name}=={self.installed[name]}" for name in self.runtime if name != "berth")
+
+    def conflicts(self, lines: Iterable[Line]) -> list[Conflict]:
+        found = []
+        for line in lines:
+            requirement = line.requirement
+            if requirement is None or not _applies(requirement):
+                continue
+            name = canonicalize_name(requirement.name)
+            if name in self.runtime and name in self.installed and not requirement.specifier.contains(
+                    self.installed[name], prereleases=True):
+                found.append(Conflict(line, self.installed[name]))
+        return found
+
+    def satisfies(self, line: Line) -> bool:
+        """Whether the requirement is met as it stands by what berth's environment holds."""
+        requirement = line.requirement
+        if requirement is None:
+            return False
+        if not _applies(requirement):
+            return True
+        version = self.installed.get(canonicalize_name(requirement.name))
+        return (version is not None and not requirement.extras and not requirement.url
+                and requirement.specifier.contains(version, prereleases=True))
+
+    def freeze(self) -> list[str]:
+        return sorted(f"{name}=={version}" for name, version in self.installed.items() if name != "berth")
+
+
+def _applies(requirement: Requirement) -> bool:
+    return requirement.marker is None or requirement.marker.evaluate()
+
+
+def _closure(root: str, installed: Mapping[str, str]) -> set[str]:
+    """Every distribution `root` needs (with the extras its dependents ask for), from installed metadata."""
+    seen: set[tuple[str, str]] = set()
+    pending: list[tuple[str, str]] = [(root, "")]
+    while pending:
+        name, extra = pending.pop()
+        name = canonicalize_name(name)
+        if (name, extra) in seen or name not in installed:
+            continue
+        seen.add((name, extra))
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        environment = {**default_environment(), "extra": extra}
+        for text in requires:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if requirement.marker is None or requirement.marker.evaluate(environment):  # type: ignore[arg-type]
+                pending += [(requirement.name, ""), *((requirement.name, wanted) for wanted in requirement.extras)]
+    return {name for name, _ in seen}
