@@ -31,6 +31,7 @@ from berth.runtime.contract import STATS_PATH
 from berth.runtime.errors import (
     REQUEST_ID_KEY,
     BatchError,
+    GpuOutOfMemory,
     MethodNotAllowed,
     NotReady,
     PayloadError,
@@ -39,6 +40,7 @@ from berth.runtime.errors import (
     RouteNotFound,
     error_response,
 )
+from berth.runtime.gpu import gpu_out_of_memory_error, init_failure_message
 from berth.runtime.metrics import CONTENT_TYPE, ReplicaMetrics
 from berth.runtime.models import ModelCache, sources
 from berth.runtime.monitoring import PredictionMonitor
@@ -160,7 +162,7 @@ class ReplicaApp:
                 await asyncio.get_running_loop().run_in_executor(self.executor, self._load_sync)
             await self._init_threads()
         except BaseException as exc:
-            log.exception("the predictor failed to initialise")
+            log.exception("the predictor failed to initialise: %s", self.init_failure(exc))
             if self.on_fatal:
                 self.on_fatal(exc)
             return
@@ -241,9 +243,10 @@ class ReplicaApp:
         try:
             result = await (self.batcher.submit(values) if self.batcher else self._call(predict, values))
             encoded = encode(result)
-        except Exception as exc:
-            _log_failure(exc, request_id)
-            return await _send_error(send, exc, request_id)
+        except Exception as raised:
+            error = self.request_error(raised)
+            _log_failure(error, request_id)
+            return await _send_error(send, error, request_id)
         if isinstance(encoded, Response):
             encoded.headers["x-request-id"] = request_id
             await encoded(scope, receive, send)
@@ -273,6 +276,16 @@ class ReplicaApp:
         if error is not None:
             raise error
         return result
+
+    def request_error(self, exc: Exception) -> Exception:
+        """What a failed request answers with: a GPU out of memory said as such, anything else as raised."""
+        spec = self.settings.api
+        return gpu_out_of_memory_error(exc, spec.compute.gpu, spec.predictor.server_side_batching is not None) or exc
+
+    def init_failure(self, exc: BaseException) -> str:
+        """The message recorded for a failed `__init__` (a GPU out of memory said as such)."""
+        spec = self.settings.api
+        return init_failure_message(exc, spec.compute.gpu, spec.predictor.server_side_batching is not None)
 
     async def run_sync(self, func: Callable[[], Any]) -> Any:
         """Model work off the request path's thread policy: inline with one thread, else the pool."""
@@ -392,8 +405,10 @@ def _log_failure(exc: Exception, request_id: str) -> None:
     if not isinstance(exc, ReplicaError) or not exc.exposed:
         log.error("request %s: predict raised", request_id, exc_info=exc)
     elif isinstance(exc, PredictError):
-        # A batch's cause is the user's exception, worth its traceback; a serialisation error says it all.
-        log.error("request %s: %s", request_id, exc, exc_info=exc.__cause__ if isinstance(exc, BatchError) else None)
+        # A batch's (or a GPU out of memory's) cause is the user's exception, worth its traceback; a
+        # serialisation error says it all.
+        log.error("request %s: %s", request_id, exc,
+                  exc_info=exc.__cause__ if isinstance(exc, BatchError | GpuOutOfMemory) else None)
 
 
 async def _send_error(send: Send, exc: BaseException, request_id: str) -> int:

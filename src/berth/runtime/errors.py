@@ -15,6 +15,7 @@ ReplicaError                  500 unless a subclass says otherwise
 ├── NotReady                  503: the predictor is still initialising
 ├── PredictError              500: the predictor failed or answered with something unsendable
 │   ├── BatchError            a batched predict failed as a whole; each of its requests gets this
+│   ├── GpuOutOfMemory        the predict (or its batch) ran out of GPU memory: says so, and what to do
 │   └── SerialisationError    the predictor returned something that cannot be sent
 └── RemoteModelError          a remote model could not be fetched (its message stays in the log)
 
@@ -89,6 +90,10 @@ class PredictError(ReplicaError):
 
 class BatchError(PredictError):
     """The batch's predict failed as a whole; every request in it gets this error."""
+
+
+class GpuOutOfMemory(PredictError):
+    """The predict (or its batch) ran out of GPU memory (`berth.runtime.gpu` tells it apart)."""
 
 
 class SerialisationError(PredictError):

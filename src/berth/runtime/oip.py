@@ -66,11 +66,14 @@ def _guard(handler: Callable[[Handlers, Request], Awaitable[Response]]) -> Calla
     async def guarded(self: Handlers, request: Request) -> Response:
         try:
             return await handler(self, request)
-        except Exception as exc:  # the predictor's own exceptions included: a JSON 500, traceback logged
+        except Exception as raised:  # the predictor's own exceptions included: a JSON 500, traceback logged
+            error = self.app.request_error(raised)  # a GPU out of memory is said as such
             request_id = request.scope.get(REQUEST_ID_KEY)
-            if not isinstance(exc, ReplicaError) or not exc.exposed:
-                log.error("request %s: inference request failed", request_id, exc_info=exc)
-            status, body = error_response(exc, request_id)
+            if not isinstance(error, ReplicaError) or not error.exposed:
+                log.error("request %s: inference request failed", request_id, exc_info=error)
+            elif error is not raised:
+                log.error("request %s: %s", request_id, error, exc_info=raised)
+            status, body = error_response(error, request_id)
             return Response(body, status_code=status, media_type="application/json")
     return guarded
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import numpy as np
 from berth.config.schema import RealtimeAPI
 from berth.runtime.errors import InferenceRequestError, ModelInputError
 from berth.runtime.models import ModelCache, ModelSource, model_file
+
+log = logging.getLogger("berth.replica")
+CUDA = "CUDAExecutionProvider"
 
 # onnxruntime type -> (numpy dtype, Open Inference Protocol datatype)
 TYPES: dict[str, tuple[Any, str]] = {
@@ -24,20 +28,51 @@ TYPES: dict[str, tuple[Any, str]] = {
 
 
 def session_factory(api: RealtimeAPI) -> Any:
-    """Sessions whose intra-op threads follow compute.cpu, on CUDA when a GPU is asked for and there."""
+    """Sessions whose intra-op threads follow compute.cpu, on CUDA when a GPU is asked for and there.
+
+    With `compute.gpu`, the replica sees only its own GPU(s) (CUDA_VISIBLE_DEVICES), so the CUDA
+    execution provider's device 0 is the one it was given. A session that could not get onto the
+    GPU (onnxruntime without CUDA, or the CUDA/cuDNN libraries missing: onnxruntime then falls back
+    to the CPU quietly) is logged as a warning saying why, and each session's providers are logged.
+    """
     import onnxruntime as ort
 
     threads = max(1, math.floor(api.compute.cpu / api.predictor.processes_per_replica))
-    cuda = api.compute.gpu > 0 and "CUDAExecutionProvider" in ort.get_available_providers()
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+    providers = cuda_providers(api.compute.gpu, ort.get_available_providers())
+    if providers[0] == CUDA:
+        preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from pip packages
+        if preload is not None:
+            try:
+                preload()
+            except Exception as exc:  # the session's own start says what is missing
+                log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    elif api.compute.gpu > 0:
+        log.warning("compute.gpu is %g but this onnxruntime has no CUDAExecutionProvider (it has %s): models run "
+                    "on the CPU; install onnxruntime-gpu instead of onnxruntime for the GPU",
+                    api.compute.gpu, ", ".join(ort.get_available_providers()))
 
     def load(path: Path) -> Any:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        return ort.InferenceSession(str(model_file(path)), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(model_file(path)), sess_options=options, providers=providers)
+        used = session.get_providers()
+        log.info("%s: onnxruntime session on %s", path.name, ", ".join(used))
+        if providers[0] == CUDA and CUDA not in used:
+            log.warning("%s: compute.gpu is %g but the session could not use CUDA (the CUDA 12 or cuDNN 9 "
+                        "libraries are missing or do not match: see onnxruntime's message above; "
+                        "pip install 'onnxruntime-gpu[cuda,cudnn]' brings them): it runs on the CPU",
+                        path.name, api.compute.gpu)
+        return session
 
     return load
+
+
+def cuda_providers(gpu: float, available: list[str]) -> list[str]:
+    """The execution providers to ask for: CUDA first when the replica has a GPU and onnxruntime offers it."""
+    if gpu > 0 and CUDA in available:
+        return [CUDA, "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 class OnnxClient:

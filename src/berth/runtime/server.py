@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sockets = [bind_private_socket(socket_path(args.socket_dir, args.process_index))]
     holder: list[ReplicaServer] = []
-    app = ReplicaApp(settings, on_fatal=lambda exc: _init_failed(args.socket_dir, exc, holder[0]))
+    app = ReplicaApp(settings, on_fatal=lambda exc: _init_failed(args.socket_dir, exc, holder[0],
+                                                                 app.init_failure(exc)))
     config = uvicorn.Config(
         app, loop=_loop(), http="httptools", lifespan="on", log_level="warning", access_log=False,
         timeout_keep_alive=3600, **listen,  # type: ignore[arg-type]
@@ -104,9 +105,9 @@ def _loop() -> str:
     return "uvloop"
 
 
-def _init_failed(socket_dir: Path, exc: BaseException, server: ReplicaServer) -> None:
+def _init_failed(socket_dir: Path, exc: BaseException, server: ReplicaServer, message: str) -> None:
     # The control plane reads this to show why the API is in error without parsing logs.
-    write_failure(socket_dir, Failure(f"{type(exc).__name__}: {exc}", user_traceback(exc)))
+    write_failure(socket_dir, Failure(message, user_traceback(exc)))
     server.fail(EXIT_INIT_FAILED)
 
 
