@@ -35,6 +35,7 @@ def describe(obj: CLIContext, api: str, output: str) -> None:
                   f"requested {data['requested']}  version {data['version']}{serving}  "
                   f"in flight {data['in_flight']}", soft_wrap=True)
     console.print(f"endpoint: {data['url']}", soft_wrap=True)
+    console.print(f"python: {_environment(data.get('environment'))}", soft_wrap=True, highlight=False)
     if data.get("error"):
         console.print(f"[red]error:[/red] {escape(data['error'])}", soft_wrap=True)
     console.print()
@@ -49,6 +50,18 @@ def describe(obj: CLIContext, api: str, output: str) -> None:
     console.print("\n[bold]events[/bold]")
     for event in data.get("events", [])[-15:]:
         console.print(f"  {render.age(now - event['at']):>4} ago  {escape(event['message'])}", soft_wrap=True)
+
+
+def _environment(environment: dict[str, Any] | None) -> str:
+    if not environment:
+        return "berth's own environment (the project has no requirements it lacks)"
+    if environment.get("missing"):
+        return f"environment {environment['key']} (missing: deploy again to rebuild it)"
+    packages = environment.get("packages") or []
+    listed = ", ".join(packages[:6]) + (f", and {len(packages) - 6} more" if len(packages) > 6 else "")
+    return (f"environment {environment['key']} from {', '.join(environment.get('files') or [])}: "
+            f"{len(packages)} package(s) of its own, {format_bytes(environment.get('bytes') or 0)}"
+            + (f" ({escape(listed)})" if listed else "") + "; the rest from berth's own")
 
 
 def _replicas(replicas: list[dict[str, Any]], width: int) -> list[RenderableType]:

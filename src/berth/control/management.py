@@ -25,6 +25,7 @@ from berth.control.paths import Paths
 from berth.control.requestlogs import RequestLogReader
 from berth.control.store import Store
 from berth.errors import BerthError, ConfigError, Conflict, InsufficientCapacity, NotFound
+from berth.pyenv import builder as environments
 from berth.pyenv.builder import BUILD_LOG
 
 STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409,
@@ -97,6 +98,7 @@ class ManagementAPI:
         api = self._api(request.path_params["name"])
         now = self.clock()
         view = views.detail(api, self.fleet, self.gateways, self.store, self.gateway_url, now, _since(request, now))
+        view["environment"] = environments.describe(self.paths.envs, api.latest.environment)
         return JSONResponse(view)
 
     # --- prediction monitoring baseline -----------------------------------------------------------

@@ -61,6 +61,18 @@ def python_of(envs: Path, key: str) -> Path | None:
     return folder / "bin" / "python" if (folder / MARKER).is_file() else None
 
 
+def describe(envs: Path, key: str) -> dict[str, object] | None:
+    """What `berth describe` shows of an environment: its key, the files it came from, its packages."""
+    if not key:
+        return None
+    try:
+        info = json.loads((envs / key / MARKER).read_text())
+    except (OSError, ValueError):
+        return {"key": key, "missing": True}
+    return {"key": key, "files": info.get("files", []), "packages": info.get("pins", []),
+            "bytes": info.get("bytes", 0), "built_at": info.get("built_at")}
+
+
 def touch(envs: Path, key: str) -> None:
     """Used now: the collector keeps the recently used ones."""
     with contextlib.suppress(OSError):
@@ -75,9 +87,13 @@ class EnvironmentBuilder:
 
     def _uv(self) -> str:
         if self.uv is None:
-            from uv import find_uv_bin
+            try:
+                from uv import find_uv_bin
 
-            self.uv = find_uv_bin()
+                self.uv = find_uv_bin()
+            except (ImportError, FileNotFoundError):
+                raise EnvironmentFailed("uv, which builds project environments, is not installed where berth runs",
+                                        hint="pip install uv (in berth's own environment) and deploy again") from None
         return self.uv
 
     async def prepare(self, project: Path, variables: Mapping[str, str], dotenv: Mapping[str, str],
@@ -248,9 +264,7 @@ class _Run:
 
     async def _capture(self, argv: list[str], what: str) -> str:
         """A short command whose standard output is the answer (its messages go to stderr)."""
-        process = await asyncio.create_subprocess_exec(
-            *argv, cwd=self.project, env=self.environ, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        process = await _start(argv, self.project, self.environ, what, asyncio.subprocess.PIPE)
         try:
             stdout, stderr = await process.communicate()
         except BaseException:
@@ -263,9 +277,7 @@ class _Run:
 
     async def _exec(self, argv: list[str], env: Mapping[str, str], what: str, prefix: str = "") -> None:
         """Run to the end, its output (stdout and stderr, in order) in the build log and shown as progress."""
-        process = await asyncio.create_subprocess_exec(
-            *argv, cwd=self.project, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        process = await _start(argv, self.project, env, what, asyncio.subprocess.STDOUT)
         output: list[str] = []
         assert process.stdout is not None
         try:
@@ -282,6 +294,18 @@ class _Run:
             raise
         if code != 0:
             raise _failure(what, output, code)
+
+
+async def _start(argv: list[str], cwd: Path, env: Mapping[str, str], what: str,
+                 stderr: int) -> asyncio.subprocess.Process:
+    """Its own session, so a kill reaches whatever it started too."""
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=stderr, start_new_session=True)
+    except OSError as exc:
+        raise EnvironmentFailed(f"the Python environment could not be built ({what}: cannot run {argv[0]}: "
+                                f"{exc.strerror})", hint="nothing was changed") from None
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:

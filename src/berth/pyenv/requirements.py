@@ -8,8 +8,12 @@ layer: a requirement it already satisfies is not installed again.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata
+import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +112,11 @@ class BaseEnvironment:
 
     @classmethod
     def current(cls) -> BaseEnvironment:
+        """Read again only when an install or removal has touched a folder on sys.path since last time."""
+        return _current(_path_stamp())
+
+    @classmethod
+    def read(cls) -> BaseEnvironment:
         installed: dict[str, str] = {}
         for dist in importlib.metadata.distributions():
             name = dist.metadata["Name"]
@@ -144,6 +153,19 @@ class BaseEnvironment:
 
     def freeze(self) -> list[str]:
         return sorted(f"{name}=={version}" for name, version in self.installed.items() if name != "berth")
+
+
+@functools.lru_cache(maxsize=1)
+def _current(stamp: tuple[tuple[str, int], ...]) -> BaseEnvironment:
+    return BaseEnvironment.read()
+
+
+def _path_stamp() -> tuple[tuple[str, int], ...]:
+    stamps = []
+    for entry in sys.path:
+        with contextlib.suppress(OSError):
+            stamps.append((entry, os.stat(entry or ".").st_mtime_ns))
+    return tuple(stamps)
 
 
 def _applies(requirement: Requirement) -> bool:
