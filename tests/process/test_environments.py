@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.process.harness import Berth, wait_for, write_project
-from tests.process.package_index import PackageIndex
+from tests.process.package_index import PackageIndex, build_wheel
 
 VERSION = """
 import berthdemo
@@ -106,6 +106,8 @@ class Indexed:
 
 @pytest.fixture
 def indexed(berth: Berth, index: PackageIndex, tmp_path_factory: pytest.TempPathFactory) -> Indexed:
+    for name in [name for name in berth.env if name.startswith(("UV_", "PIP_"))]:
+        del berth.env[name]  # the host's own index settings (PIP_FIND_LINKS, ...) stay out of these tests
     berth.run("cluster", "up")  # started here, so only the deploy command's environment names the index
     return Indexed(berth, index, tmp_path_factory.getbasetemp() / "uv-cache")
 
@@ -272,3 +274,54 @@ def test_conda_packages_are_refused_with_what_to_do_instead(indexed: Indexed, tm
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert "conda-packages.txt" in result.stderr and "requirements.txt" in result.stderr, result.stderr
     assert indexed.berth.get() == []
+
+
+LINKED = """
+import linked_a, linked_b
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return [linked_a.__version__, linked_b.__version__]
+"""
+
+
+@pytest.mark.parametrize("where", ["uv.toml", "pip.conf"])
+def test_a_project_names_its_own_index(indexed: Indexed, tmp_path: Path, where: str) -> None:
+    folder = project(tmp_path / "private", "private", "berthdemo==2.0\n")
+    if where == "uv.toml":
+        (folder / "uv.toml").write_text(f'[[index]]\nurl = "{indexed.index.url}"\ndefault = true\n')
+    else:
+        (folder / "pip.conf").write_text(f"[global]\nindex-url = {indexed.index.url}\n")
+    for name in ("UV_INDEX_URL", "UV_NO_CONFIG"):  # the project's file is all that names the index
+        del indexed.env[name]
+    indexed.env["UV_CACHE_DIR"] = str(tmp_path / "cache")
+    asked = len(indexed.index.requests)
+    indexed.ok(folder)
+    assert indexed.post("private") == {"version": "2.0"}
+    assert any("/simple/berthdemo/" in request for request in indexed.index.requests[asked:])
+
+
+@pytest.mark.xfail(strict=True, reason="pip.conf find-links are joined with spaces into UV_FIND_LINKS, which uv "
+                                       "splits on commas (berth/pyenv/project.py index_variables)")
+def test_pip_conf_find_links_name_every_folder(indexed: Indexed, tmp_path: Path) -> None:
+    build_wheel(tmp_path / "links-a", "linked-a", "1.0")
+    build_wheel(tmp_path / "links-b", "linked-b", "2.0")
+    folder = project(tmp_path / "linked", "linked", "linked-a==1.0\nlinked-b==2.0\n", predictor=LINKED)
+    (folder / "pip.conf").write_text(f"[global]\nfind-links =\n    {tmp_path / 'links-a'}\n"
+                                     f"    {tmp_path / 'links-b'}\n")
+    indexed.ok(folder)
+    assert indexed.post("linked") == ["1.0", "2.0"]
+
+
+@pytest.mark.xfail(strict=True, reason="PIP_INDEX_URL is forwarded to the daemon but uv reads no PIP_* variable "
+                                       "and berth does not translate it (berth/pyenv/builder.py prepare)")
+def test_pip_index_url_in_the_deploy_environment_is_the_index(indexed: Indexed, tmp_path: Path) -> None:
+    """What pip users have set: the build (uv, which reads no PIP_* variable) must use it all the same."""
+    folder = project(tmp_path / "pipuser", "pipuser", "berthdemo==2.0\n")
+    del indexed.env["UV_INDEX_URL"]
+    indexed.env.update({"PIP_INDEX_URL": indexed.index.url, "UV_CACHE_DIR": str(tmp_path / "cache")})
+    indexed.ok(folder)
+    assert indexed.post("pipuser") == {"version": "2.0"}
