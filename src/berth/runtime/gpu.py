@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 from berth.runtime.errors import BatchError, GpuOutOfMemory, ReplicaError
@@ -120,3 +122,35 @@ def init_failure_message(exc: BaseException, gpu: float, batching: bool = False)
     if is_gpu_out_of_memory(exc, on_gpu=gpu > 0):
         return describe_gpu_out_of_memory(exc, gpu, batching=batching, during="__init__")
     return f"{type(exc).__name__}: {exc}"
+
+
+def visible_device_memory() -> int | None:
+    """Bytes of memory of the first GPU this process may use (CUDA_VISIBLE_DEVICES names it as berth
+    placed it: an NVML index, or a UUID), from NVML or nvidia-smi; None when unknown."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not visible:
+        return None
+    device = visible[0]
+    try:
+        import pynvml  # type: ignore[import-not-found]  # optional: nvidia-ml-py
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+            try:
+                handle = (pynvml.nvmlDeviceGetHandleByIndex(int(device)) if device.isdigit()
+                          else pynvml.nvmlDeviceGetHandleByUUID(device))
+                return int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # NVMLError, or an odd device name: nvidia-smi may still know
+            pass
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-i", device, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return int(float(out.split()[0]) * 1024 * 1024)  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None

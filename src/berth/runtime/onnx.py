@@ -11,6 +11,7 @@ import numpy as np
 
 from berth.config.schema import RealtimeAPI
 from berth.runtime.errors import InferenceRequestError, ModelInputError
+from berth.runtime.gpu import visible_device_memory
 from berth.runtime.models import ModelCache, ModelSource, model_file
 
 log = logging.getLogger("berth.replica")
@@ -38,15 +39,21 @@ def session_factory(api: RealtimeAPI) -> Any:
     import onnxruntime as ort
 
     threads = max(1, math.floor(api.compute.cpu / api.predictor.processes_per_replica))
-    providers = cuda_providers(api.compute.gpu, ort.get_available_providers())
-    if providers[0] == CUDA:
+    gpu, available = api.compute.gpu, ort.get_available_providers()
+    on_cuda = gpu > 0 and CUDA in available
+    providers = cuda_providers(gpu, available, visible_device_memory() if on_cuda and gpu < 1 else None,
+                               api.predictor.processes_per_replica)
+    if on_cuda:
+        if isinstance(providers[0], tuple):
+            log.info("compute.gpu %g: onnxruntime's CUDA arena per process: %s", gpu,
+                     ", ".join(f"{k}={v}" for k, v in providers[0][1].items()))
         preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from pip packages
         if preload is not None:
             try:
                 preload()
             except Exception as exc:  # the session's own start says what is missing
                 log.debug("onnxruntime.preload_dlls failed: %s", exc)
-    elif api.compute.gpu > 0:
+    elif gpu > 0:
         log.warning("compute.gpu is %g but this onnxruntime has no CUDAExecutionProvider (it has %s): models run "
                     "on the CPU; install onnxruntime-gpu instead of onnxruntime for the GPU",
                     api.compute.gpu, ", ".join(ort.get_available_providers()))
@@ -55,24 +62,37 @@ def session_factory(api: RealtimeAPI) -> Any:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(model_file(path)), sess_options=options, providers=providers)
+        file = model_file(path)
+        session = ort.InferenceSession(str(file), sess_options=options, providers=providers)
         used = session.get_providers()
-        log.info("%s: onnxruntime session on %s", path.name, ", ".join(used))
-        if providers[0] == CUDA and CUDA not in used:
+        log.info("%s: onnxruntime session on %s", file.name, ", ".join(used))
+        if on_cuda and CUDA not in used:
             log.warning("%s: compute.gpu is %g but the session could not use CUDA (the CUDA 12 or cuDNN 9 "
                         "libraries are missing or do not match: see onnxruntime's message above; "
                         "pip install 'onnxruntime-gpu[cuda,cudnn]' brings them): it runs on the CPU",
-                        path.name, api.compute.gpu)
+                        file.name, api.compute.gpu)
         return session
 
     return load
 
 
-def cuda_providers(gpu: float, available: list[str]) -> list[str]:
-    """The execution providers to ask for: CUDA first when the replica has a GPU and onnxruntime offers it."""
-    if gpu > 0 and CUDA in available:
+def cuda_providers(gpu: float, available: list[str], device_memory: int | None = None,
+                   processes: int = 1) -> list[str | tuple[str, dict[str, str]]]:
+    """The execution providers to ask for: CUDA first when the replica has a GPU and onnxruntime offers it.
+
+    On a share of a device (`gpu` below 1), each process's CUDA memory arena is capped at its part of
+    the share (of `device_memory`, the device's bytes, when known) and grows by what is asked, not by
+    powers of two: a replica that outgrows its share then fails in its own process, saying it ran out
+    of GPU memory, rather than starving the replica it shares the device with.
+    """
+    if gpu <= 0 or CUDA not in available:
+        return ["CPUExecutionProvider"]
+    if gpu >= 1:
         return [CUDA, "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    options = {"device_id": "0", "arena_extend_strategy": "kSameAsRequested"}
+    if device_memory:
+        options["gpu_mem_limit"] = str(int(device_memory * gpu / max(1, processes)))
+    return [(CUDA, options), "CPUExecutionProvider"]
 
 
 class OnnxClient:
