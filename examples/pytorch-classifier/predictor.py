@@ -40,6 +40,8 @@ class PythonPredictor:
         self.model = DigitNet()
         self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.model.to(self.device).eval()
+        with torch.inference_mode():  # a first pass now: CUDA's kernels load before ready, not on a request
+            self.model(torch.zeros(1, PIXELS, device=self.device))
         if self.device.type == "cuda":
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             print(f"pytorch-classifier on {self.device} ({torch.cuda.get_device_name(index)})", flush=True)
