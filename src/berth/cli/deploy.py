@@ -160,6 +160,9 @@ def failure(api: APIDocument) -> BerthError:
                                        f"memory) and deploy again; {logs}")
     if reason.startswith("rollout of"):
         return DeployFailed(f"{name}: {reason}", hint=f"{logs}; fix the predictor and deploy again")
+    if reason.startswith("the replica ran out of GPU memory"):
+        return DeployFailed(f"{name} failed to start: {reason}",
+                            hint=f"{logs}; the message says what to change (batch size, compute.gpu)")
     return DeployFailed(f"{name} failed to start: {reason or 'see its logs'}",
                         hint=f"{logs}; fix the predictor and deploy again")
 

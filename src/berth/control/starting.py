@@ -107,6 +107,8 @@ def resource_env(spec: RealtimeAPI, placement: Placement) -> dict[str, str]:
     """Thread caps from the replica's cpu, and the GPUs it was given."""
     threads = str(max(1, math.floor(placement.cpu / spec.predictor.processes_per_replica)))
     env = dict.fromkeys(THREAD_VARIABLES, threads)
+    # The indices are NVML's (nvidia-smi's), in PCI bus order; CUDA numbers devices fastest first unless told.
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index, _ in placement.gpus)
     return env
 

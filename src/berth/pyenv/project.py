@@ -132,5 +132,7 @@ def check_project(root: Path) -> None:
     """What can be told without building: conda files, pins against berth's runtime, `.env`'s syntax."""
     from berth.pyenv.dotenv import DOTENV_FILE, read_dotenv
 
-    ProjectDependencies.find(root).check(BaseEnvironment.current())
+    wants = ProjectDependencies.find(root)
+    if wants.requirements:  # reading berth's environment costs a few hundred ms: only when there is a need
+        wants.check(BaseEnvironment.current())
     read_dotenv(root / DOTENV_FILE)
