@@ -6,6 +6,7 @@ UV_INDEX_URL / UV_CACHE_DIR in its own environment, which the CLI forwards to th
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import subprocess
 import sys
@@ -113,12 +114,19 @@ def indexed(berth: Berth, index: PackageIndex, tmp_path_factory: pytest.TempPath
 
 
 def test_conflicting_versions_of_one_package_serve_side_by_side(indexed: Indexed, tmp_path: Path) -> None:
-    first = indexed.ok(project(tmp_path / "one", "one", "berthdemo==1.0\n"))
-    assert "environment: " in first.stderr  # progress of the build
-    indexed.ok(project(tmp_path / "two", "two", "berthdemo==2.0\n"))
-    assert indexed.post("one") == {"version": "1.0"}
+    # three deploys at once, two of them asking for the same thing: two environments, each built once
+    wants = {"one": "berthdemo==1.0\n", "uno": "berthdemo==1.0\n", "two": "berthdemo==2.0\n"}
+    with concurrent.futures.ThreadPoolExecutor(len(wants)) as pool:
+        deploys = {name: pool.submit(indexed.deploy, project(tmp_path / name, name, requirements))
+                   for name, requirements in wants.items()}
+        results = {name: future.result()[0] for name, future in deploys.items()}
+    for name, result in results.items():
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+        assert "environment: " in result.stderr  # progress of the build
+    assert indexed.post("one") == indexed.post("uno") == {"version": "1.0"}
     assert indexed.post("two") == {"version": "2.0"}
     assert len(indexed.built()) == 2
+    assert sum("+ berthdemo==1.0" in results[name].stderr for name in ("one", "uno")) == 1  # installed once
     for env in indexed.built():
         assert (env / "bin" / "python").exists() and (env / "build.log").exists()
 
@@ -167,8 +175,17 @@ def test_a_failing_requirement_is_the_resolvers_error_and_changes_nothing(indexe
     assert len(indexed.built()) == 1  # the failed build left nothing behind
 
 
-def test_a_requirement_against_berths_own_pins_is_refused_before_anything_changes(indexed: Indexed,
-                                                                                  tmp_path: Path) -> None:
+def test_what_berth_cannot_honour_is_refused_before_anything_changes(indexed: Indexed, tmp_path: Path) -> None:
+    conda = project(tmp_path / "conda", "conda", predictor=PLAIN)
+    (conda / "conda-packages.txt").write_text("conda-forge::numpy\n")
+    for command in (["validate", str(conda)], ["deploy", str(conda)]):
+        result = subprocess.run([sys.executable, "-m", "berth", *command], env=indexed.env, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        # what to do instead: the packages go to requirements.txt
+        assert "conda-packages.txt" in result.stderr and "requirements.txt" in result.stderr, result.stderr
+
+    # a requirement that contradicts berth's runtime pins
     direct = project(tmp_path / "direct", "direct", "# berth's runtime needs pydantic 2\nberthdemo==1.0\npydantic<2\n")
     refused, _ = indexed.deploy(direct)
     assert refused.returncode == 2, refused.stdout + refused.stderr
@@ -265,17 +282,6 @@ def test_a_cortex_project_with_its_requirements_deploys_unchanged(indexed: Index
     assert indexed.post("legacy") == {"version": "1.0"}
 
 
-def test_conda_packages_are_refused_with_what_to_do_instead(indexed: Indexed, tmp_path: Path) -> None:
-    folder = project(tmp_path / "conda", "conda", predictor=PLAIN)
-    (folder / "conda-packages.txt").write_text("conda-forge::numpy\n")
-    for command in (["validate", str(folder)], ["deploy", str(folder)]):
-        result = subprocess.run([sys.executable, "-m", "berth", *command], env=indexed.env, capture_output=True,
-                                text=True, timeout=60)
-        assert result.returncode == 2, (command, result.stdout, result.stderr)
-        assert "conda-packages.txt" in result.stderr and "requirements.txt" in result.stderr, result.stderr
-    assert indexed.berth.get() == []
-
-
 LINKED = """
 import linked_a, linked_b
 
@@ -288,20 +294,19 @@ class PythonPredictor:
 """
 
 
-@pytest.mark.parametrize("where", ["uv.toml", "pip.conf"])
-def test_a_project_names_its_own_index(indexed: Indexed, tmp_path: Path, where: str) -> None:
-    folder = project(tmp_path / "private", "private", "berthdemo==2.0\n")
-    if where == "uv.toml":
-        (folder / "uv.toml").write_text(f'[[index]]\nurl = "{indexed.index.url}"\ndefault = true\n')
-    else:
-        (folder / "pip.conf").write_text(f"[global]\nindex-url = {indexed.index.url}\n")
+def test_a_project_names_its_own_index_in_uv_toml_or_pip_conf(indexed: Indexed, tmp_path: Path) -> None:
     for name in ("UV_INDEX_URL", "UV_NO_CONFIG"):  # the project's file is all that names the index
         del indexed.env[name]
-    indexed.env["UV_CACHE_DIR"] = str(tmp_path / "cache")
-    asked = len(indexed.index.requests)
-    indexed.ok(folder)
-    assert indexed.post("private") == {"version": "2.0"}
-    assert any("/simple/berthdemo/" in request for request in indexed.index.requests[asked:])
+    files = {"uv.toml": f'[[index]]\nurl = "{indexed.index.url}"\ndefault = true\n',
+             "pip.conf": f"[global]\nindex-url = {indexed.index.url}\n"}
+    for number, (file, text) in enumerate(files.items()):
+        api = f"private{number}"
+        (project(tmp_path / api, api, "berthdemo==2.0\n") / file).write_text(text)
+        indexed.env["UV_CACHE_DIR"] = str(tmp_path / f"cache{number}")  # nothing known before: the index is asked
+        asked = len(indexed.index.requests)
+        indexed.ok(tmp_path / api)
+        assert any("/simple/berthdemo/" in request for request in indexed.index.requests[asked:]), file
+        assert indexed.post(api) == {"version": "2.0"}
 
 
 @pytest.mark.xfail(strict=True, reason="pip.conf find-links are joined with spaces into UV_FIND_LINKS, which uv "

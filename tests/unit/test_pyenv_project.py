@@ -171,3 +171,23 @@ def test_the_input_key_changes_with_an_included_requirements_file(project: Path)
     before = key(project)
     write(project, {"pins.txt": "berthdemo==2.0\n"})
     assert key(project) != before
+
+
+@pytest.mark.xfail(strict=True, reason="bug: configparser raises UnicodeDecodeError (not configparser.Error) on a "
+                                       "pip.conf that is not UTF-8: the deploy fails as a daemon bug, not a "
+                                       "ConfigError naming the file")
+def test_a_pip_conf_that_is_not_utf8_is_a_config_error(project: Path) -> None:
+    (project / "pip.conf").write_bytes(b"[global]\nindex-url = http://caf\xe9/simple\n")
+    with pytest.raises(ConfigError, match=r"pip\.conf"):
+        ProjectDependencies.find(project).index_variables()
+
+
+def test_a_large_requirements_file_is_read_quickly(project: Path) -> None:
+    import time
+
+    write(project, {"requirements.txt": "".join(f"package-{n}>={n % 7}.0  # {n}\n" for n in range(20_000))})
+    started = time.monotonic()
+    wants = ProjectDependencies.find(project)
+    assert len(wants.requirements) == 20_000 and wants.requirements[-1].number == 20_000
+    assert BASE.conflicts(wants.requirements) == []
+    assert time.monotonic() - started < 20  # generous: a busy 2-core machine

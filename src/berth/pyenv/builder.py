@@ -80,10 +80,13 @@ def touch(envs: Path, key: str) -> None:
 
 
 class EnvironmentBuilder:
-    def __init__(self, envs: Path, uv: str | None = None, base_python: str = sys.executable) -> None:
+    def __init__(self, envs: Path, uv: str | None = None, base_python: str = sys.executable,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.envs = envs.absolute()
         self.uv = uv
         self.base_python = base_python
+        # What uv and dependencies.sh inherit (PATH, HOME), below what each deploy sends.
+        self.environ = dict(os.environ if environ is None else environ)
 
     def _uv(self) -> str:
         if self.uv is None:
@@ -115,7 +118,9 @@ class EnvironmentBuilder:
                 touch(self.envs, known)
                 progress(f"reusing environment {known} ({', '.join(wants.files)} unchanged)")
                 return Environment(known, self.envs / known, reused=True)
-        run = _Run(self, project, {**os.environ, **wants.index_variables(), **variables}, progress)
+        progress(f"{', '.join(wants.files)}: {len(wants.requirements)} requirement(s)"
+                 + (" and uv.lock" if wants.lock is not None else ""))
+        run = _Run(self, project, {**self.environ, **wants.index_variables(), **variables}, progress)
         pins, relied = await run.resolve(wants, base)
         if not pins and wants.script is None:
             progress(f"{', '.join(wants.files)}: every requirement is met by berth's own environment; "
@@ -204,7 +209,7 @@ class _Run:
                         if line.strip() and not line.lstrip().startswith(("#", "-"))]
         pins = [pin for pin in resolved if not _held(pin, base)]
         relied = [pin for pin in resolved if _held(pin, base)]
-        self.progress(f"resolved {len(resolved)} package(s) in {time.monotonic() - started:.1f}s: "
+        self.progress(f"resolved {len(resolved)} package(s) in {time.monotonic() - started:.2f}s: "
                       f"{len(pins)} to install, {len(relied)} from berth's own environment")
         return pins, relied
 
@@ -239,7 +244,7 @@ class _Run:
         _link_base(folder)
         total = sum(sizes.values())
         listed = ", ".join(f"{name} {_size(size)}" for name, size in sorted(sizes.items(), key=lambda i: -i[1])[:8])
-        self.progress(f"environment {folder.name} ready in {time.monotonic() - started:.1f}s: "
+        self.progress(f"environment {folder.name} ready in {time.monotonic() - started:.2f}s: "
                       f"{len(sizes)} package(s), {_size(total)}" + (f" ({listed})" if listed else ""))
         (folder / BUILD_LOG).write_text("".join(self.log))
         info = {"key": folder.name, "python": python_identity(), "pins": pins, "files": list(wants.files),
