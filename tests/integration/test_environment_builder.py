@@ -28,6 +28,8 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackageIndex]:
         served.add("berthdemo", "1.0")
         served.add("berthdemo", "2.0")
         served.add("needs-old-pydantic", "1.0", requires=["pydantic<2"])
+        served.add("iniconfig", "99.0")  # berth's environment holds an old one (a test dependency, not the runtime's)
+        served.add("needs-new-iniconfig", "1.0", requires=["iniconfig>=99"])
         yield served
 
 
@@ -303,3 +305,18 @@ async def test_a_script_reading_dotenv_runs_again_when_dotenv_changes(builds: Bu
     await builds.prepare(project, dotenv={"MODEL_NAME": "small"})
     second = await builds.build(project, dotenv={"MODEL_NAME": "large"})
     assert (second.path / "model").read_text().strip() == "large"
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a requirement berth's environment meets is dropped from the resolve "
+                                       "instead of kept as a constraint, so a package pulling a newer version "
+                                       "installs it over the user's own upper bound (uv would have said they "
+                                       "conflict)")
+async def test_a_met_requirement_still_bounds_the_resolve(builds: Builds) -> None:
+    project = builds.project("bounded", **requirements("iniconfig<3\nneeds-new-iniconfig\n"))
+    try:
+        environment = await builds.build(project)
+    except EnvironmentFailed as failed:
+        assert "iniconfig" in failed.message
+        return
+    version = run_python(environment.python, "import importlib.metadata as m; print(m.version('iniconfig'))")
+    assert version.startswith("2."), f"requirements.txt says iniconfig<3, the environment has {version}"
