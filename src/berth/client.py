@@ -103,6 +103,9 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for(response)
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    response.read()  # a daemon started by an older berth answers in one document
+                    return response.json()  # type: ignore[no-any-return]
                 for line in response.iter_lines():
                     if not line.strip():
                         continue

@@ -309,8 +309,6 @@ def test_a_project_names_its_own_index_in_uv_toml_or_pip_conf(indexed: Indexed, 
         assert indexed.post(api) == {"version": "2.0"}
 
 
-@pytest.mark.xfail(strict=True, reason="pip.conf find-links are joined with spaces into UV_FIND_LINKS, which uv "
-                                       "splits on commas (berth/pyenv/project.py index_variables)")
 def test_pip_conf_find_links_name_every_folder(indexed: Indexed, tmp_path: Path) -> None:
     build_wheel(tmp_path / "links-a", "linked-a", "1.0")
     build_wheel(tmp_path / "links-b", "linked-b", "2.0")
@@ -321,8 +319,6 @@ def test_pip_conf_find_links_name_every_folder(indexed: Indexed, tmp_path: Path)
     assert indexed.post("linked") == ["1.0", "2.0"]
 
 
-@pytest.mark.xfail(strict=True, reason="PIP_INDEX_URL is forwarded to the daemon but uv reads no PIP_* variable "
-                                       "and berth does not translate it (berth/pyenv/builder.py prepare)")
 def test_pip_index_url_in_the_deploy_environment_is_the_index(indexed: Indexed, tmp_path: Path) -> None:
     """What pip users have set: the build (uv, which reads no PIP_* variable) must use it all the same."""
     folder = project(tmp_path / "pipuser", "pipuser", "berthdemo==2.0\n")

@@ -163,8 +163,6 @@ def test_the_input_key_changes_with_berths_environment(project: Path) -> None:
     assert key(project) != key(project, upgraded)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: files named by `-r`/`-c` are not part of the input key, so "
-                                       "editing an included file reuses the stale environment")
 def test_the_input_key_changes_with_an_included_requirements_file(project: Path) -> None:
     write(project, {"requirements.txt": "-r base.txt\n-c pins.txt\n", "base.txt": "berthdemo\n",
                     "pins.txt": "berthdemo==1.0\n"})
@@ -173,9 +171,6 @@ def test_the_input_key_changes_with_an_included_requirements_file(project: Path)
     assert key(project) != before
 
 
-@pytest.mark.xfail(strict=True, reason="bug: configparser raises UnicodeDecodeError (not configparser.Error) on a "
-                                       "pip.conf that is not UTF-8: the deploy fails as a daemon bug, not a "
-                                       "ConfigError naming the file")
 def test_a_pip_conf_that_is_not_utf8_is_a_config_error(project: Path) -> None:
     (project / "pip.conf").write_bytes(b"[global]\nindex-url = http://caf\xe9/simple\n")
     with pytest.raises(ConfigError, match=r"pip\.conf"):

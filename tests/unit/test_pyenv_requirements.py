@@ -37,9 +37,9 @@ def lines_of(tmp_path: Path, text: str | bytes) -> list[tuple[int, str, bool]]:
     ("berthdemo==1.0\n", [(1, "berthdemo==1.0", True)]),
     ("# a comment\n\nberthdemo>=1  # why\n", [(3, "berthdemo>=1", True)]),
     ("   # indented comment\nclick\n", [(2, "click", True)]),
-    ("--index-url http://127.0.0.1:1/simple\n-r more.txt\n-c constraints.txt\nclick\n",
-     [(1, "--index-url http://127.0.0.1:1/simple", False), (2, "-r more.txt", False),
-      (3, "-c constraints.txt", False), (4, "click", True)]),
+    ("--index-url http://127.0.0.1:1/simple\n--extra-index-url http://127.0.0.1:2/simple\n--find-links ./w\nclick\n",
+     [(1, "--index-url http://127.0.0.1:1/simple", False), (2, "--extra-index-url http://127.0.0.1:2/simple", False),
+      (3, "--find-links ./w", False), (4, "click", True)]),
     ("pkg @ https://example.invalid/pkg-1.0-py3-none-any.whl\n./vendor/pkg\n/abs/pkg.whl\n-e .\n",
      [(1, "pkg @ https://example.invalid/pkg-1.0-py3-none-any.whl", False), (2, "./vendor/pkg", False),
       (3, "/abs/pkg.whl", False), (4, "-e .", False)]),
@@ -59,8 +59,6 @@ def test_a_continuation_joins_the_next_line(tmp_path: Path) -> None:
     assert found.requirement is not None and str(found.requirement) == "berthdemo>=1.0"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: continuations are joined before numbering, so every line after "
-                                       "one is numbered one too low (a conflict names the wrong line)")
 def test_lines_after_a_continuation_keep_their_own_numbers(tmp_path: Path) -> None:
     assert lines_of(tmp_path, "berthdemo \\\n  >=1.0\npydantic<2\n")[1][0] == 3
 
@@ -69,9 +67,6 @@ def test_a_file_that_is_not_utf8_is_read_with_replacements(tmp_path: Path) -> No
     assert lines_of(tmp_path, b"caf\xe9-pkg==1\nclick\n")[1] == (2, "click", True)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: only ' #' starts a comment; pip (and uv) take any whitespace, so "
-                                       "'pydantic<2<TAB># old' is not read as a requirement and its conflict "
-                                       "with the runtime is not caught before building")
 def test_a_comment_after_a_tab_is_a_comment(tmp_path: Path) -> None:
     assert lines_of(tmp_path, "pydantic<2\t# old\n") == [(1, "pydantic<2", True)]
 
@@ -117,17 +112,12 @@ def test_a_conflict_names_the_file_line_pin_and_berths_version() -> None:
                              "pydantic 2.7.1")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a hash-pinned line (pip-compile --generate-hashes) is not parsed "
-                                       "as a requirement, so its conflict with the runtime goes unnoticed until "
-                                       "uv fails (EnvironmentFailed instead of ConfigError naming the line)")
 def test_a_hash_pinned_conflict_is_caught(tmp_path: Path) -> None:
     path = tmp_path / "requirements.txt"
     path.write_text("pydantic==1.10.13 \\\n    --hash=sha256:" + "0" * 64 + "\n")
     assert BASE.conflicts(read_lines(path, "requirements.txt"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: pyproject lines carry number 0, so a conflict reads "
-                                       "'pyproject.toml:0: ...' (name the file, or the dependency's index)")
 def test_a_pyproject_conflict_does_not_claim_line_zero(tmp_path: Path) -> None:
     path = tmp_path / "pyproject.toml"
     path.write_text('[project]\nname = "p"\nversion = "1"\ndependencies = ["pydantic<2"]\n')

@@ -252,7 +252,7 @@ class Daemon:
         return removed
 
     def _snapshots_in_use(self) -> set[str]:
-        keep = self.store.snapshots_in_use()
+        keep = self.store.snapshots_in_use() | set(self.deployer.in_flight)
         for api in self.reconciler.apis.values():  # deleting ones too: their replicas still drain
             keep.update(version.project.name for version in api.versions.values())
             if api.fallback is not None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import secrets
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,38 +64,64 @@ class Deployer:
         self.clock = clock
         self.builder = builder or EnvironmentBuilder(paths.envs)
         self._lock = asyncio.Lock()  # deploys (and deletes) of any API happen one at a time
+        # Snapshots taken by deploys still building: no store row names them yet, the collector must keep them.
+        self.in_flight: Counter[str] = Counter()
+        # Operations on an API take effect in the order they were asked for, though builds finish in any order.
+        self._tickets = itertools.count(1)
+        self._applied: dict[str, int] = {}
 
     async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]], verify: bool = False,
                      variables: Mapping[str, str] | None = None, progress: Progress = _quiet) -> list[DeployResult]:
         """`verify` (`deploy --wait`): an API at zero replicas starts one, so a failing `__init__` shows now.
         `variables`: the deploying shell's package-index settings, for building the project's environment."""
+        ticket = next(self._tickets)
         apis = _validate(raw_apis, spec_file)
         self._check_capacity(apis)
         self._check_not_deleting([api.name for api in apis], "deploy")
         self._check_endpoints(apis)
         spec_path = Path(spec_file)
         digest, project = await asyncio.to_thread(snapshot, spec_path.parent, spec_path, self.paths.snapshots)
-        # Built before the lock: a long install must not hold up other APIs' deploys, deletes and refreshes.
-        dotenv = read_dotenv(project / DOTENV_FILE)
-        built = await self.builder.prepare(project, variables or {}, dotenv, progress)
-        environment = built.key if built is not None else ""
-        async with self._lock:
-            # Building let other calls run: a delete may have begun, an endpoint been taken, meanwhile.
-            self._check_not_deleting([api.name for api in apis], "deploy")
-            self._check_endpoints(apis)
-            os.utime(project)  # fresh again for the snapshot collector, however long the build took
-            decisions = [self._decide(api, digest, environment) for api in apis]
-            now = self.clock()
-            for api, result in zip(apis, decisions, strict=True):
-                if result.action != "up to date":
-                    self._apply(api, result, digest, project, spec_file, now, environment)
-                if verify:
-                    self.reconciler.verify(api.name)
+        self.in_flight[digest] += 1
+        try:
+            # Built before the lock: a long install must not hold up other APIs' deploys, deletes and refreshes.
+            dotenv = read_dotenv(project / DOTENV_FILE)
+            built = await self.builder.prepare(project, variables or {}, dotenv, progress)
+            environment = built.key if built is not None else ""
+            async with self._lock:
+                return self._deploy_built(apis, ticket, digest, project, spec_file, environment, verify)
+        finally:
+            self.in_flight[digest] -= 1
+            if self.in_flight[digest] <= 0:
+                del self.in_flight[digest]
+
+    def _deploy_built(self, apis: Sequence[RealtimeAPI], ticket: int, digest: str, project: Path, spec_file: str,
+                      environment: str, verify: bool) -> list[DeployResult]:
+        # Building let other calls run: a delete may have begun, an endpoint been taken, meanwhile.
+        self._check_not_deleting([api.name for api in apis], "deploy")
+        self._check_endpoints(apis)
+        self._check_not_superseded(apis, ticket)
+        os.utime(project)  # fresh again for the snapshot collector, however long the build took
+        decisions = [self._decide(api, digest, environment) for api in apis]
+        now = self.clock()
+        for api, result in zip(apis, decisions, strict=True):
+            self._applied[api.name] = ticket
+            if result.action != "up to date":
+                self._apply(api, result, digest, project, spec_file, now, environment)
+            if verify:
+                self.reconciler.verify(api.name)
         return decisions
+
+    def _check_not_superseded(self, apis: Sequence[RealtimeAPI], ticket: int) -> None:
+        later = [api.name for api in apis if self._applied.get(api.name, 0) > ticket]
+        if later:
+            raise Conflict(f"{', '.join(map(repr, later))}: a later deploy, refresh or delete was applied while this "
+                           "deploy was building its environment; this deploy changed nothing",
+                           hint="`berth get` shows what is deployed; deploy again if this one was meant to win")
 
     async def refresh(self, name: str) -> DeployResult:
         """A new version of the same code and spec: every replica is replaced, rolling, without downtime."""
         async with self._lock:
+            self._applied[name] = next(self._tickets)
             self._check_not_deleting([name], "refresh")
             existing = self.store.get_api(name)
             if existing is None:
@@ -108,6 +136,7 @@ class Deployer:
 
     async def delete(self, name: str) -> None:
         async with self._lock:
+            self._applied[name] = next(self._tickets)
             self.store.delete_api(name)
             self.reconciler.remove(name)
 

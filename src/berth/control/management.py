@@ -24,12 +24,12 @@ from berth.control.gateways import GatewayLinks
 from berth.control.paths import Paths
 from berth.control.requestlogs import RequestLogReader
 from berth.control.store import Store
-from berth.errors import BerthError, ConfigError, Conflict, InsufficientCapacity, NotFound
+from berth.errors import BerthError, ConfigError, Conflict, EnvironmentFailed, InsufficientCapacity, NotFound
 from berth.pyenv import builder as environments
 from berth.pyenv.builder import BUILD_LOG
 
 STATUS_BY_ERROR: dict[type[BerthError], int] = {ConfigError: 400, NotFound: 404, Conflict: 409,
-                                                 InsufficientCapacity: 422}
+                                                 InsufficientCapacity: 422, EnvironmentFailed: 422}
 DELETE_TIMEOUT = 90.0
 log = logging.getLogger(__name__)
 

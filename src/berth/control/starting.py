@@ -62,8 +62,10 @@ class Starter:
         assert replica.placement is not None
         try:
             python, environment = self._environment(version)
-            env = {**self.env, **environment, **resource_env(version.spec, replica.placement),
-                   **read_dotenv(version.project / DOTENV_FILE), **version.spec.predictor.env, "PYTHONUNBUFFERED": "1"}
+            # .env below predictor.env; the environment's own PATH and VIRTUAL_ENV above .env (they are berth's).
+            env = {**self.env, **resource_env(version.spec, replica.placement),
+                   **read_dotenv(version.project / DOTENV_FILE), **environment, **version.spec.predictor.env,
+                   "PYTHONUNBUFFERED": "1"}
         except BerthError as exc:
             self.failed(replica, Event.START_FAILED, now, exc.message)
             return

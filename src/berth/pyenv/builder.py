@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import site
@@ -34,9 +35,10 @@ from packaging.utils import canonicalize_name
 
 from berth.errors import EnvironmentFailed
 from berth.pyenv.project import ProjectDependencies, python_identity
-from berth.pyenv.requirements import BaseEnvironment, Line, parse
+from berth.pyenv.requirements import INDEX_OPTIONS, BaseEnvironment, Line, parse
 
 Progress = Callable[[str], None]
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 MARKER = "built.json"
 BUILD_LOG = "build.log"
 BASE_PTH = "_berth_base.pth"
@@ -108,7 +110,9 @@ class EnvironmentBuilder:
             return None
         base = BaseEnvironment.current()
         wants.check(base)
-        input_key = wants.input_key(base)
+        # dependencies.sh sees .env and may act on it: its values (hashed, never stored) are part of the keys.
+        script_environment = hashlib.sha256(json.dumps(sorted(dotenv.items())).encode()).digest()
+        input_key = wants.input_key(base, script_environment)
         known = self._indexed(input_key)
         if known is not None:
             if known == "":
@@ -120,14 +124,14 @@ class EnvironmentBuilder:
                 return Environment(known, self.envs / known, reused=True)
         progress(f"{', '.join(wants.files)}: {len(wants.requirements)} requirement(s)"
                  + (" and uv.lock" if wants.lock is not None else ""))
-        run = _Run(self, project, {**self.environ, **wants.index_variables(), **variables}, progress)
+        run = _Run(self, project, {**self.environ, **wants.index_variables(variables)}, progress, base)
         pins, relied = await run.resolve(wants, base)
         if not pins and wants.script is None:
             progress(f"{', '.join(wants.files)}: every requirement is met by berth's own environment; "
                      "nothing to install")
             self._index(input_key, "")
             return None
-        key = _key(pins, relied, wants)
+        key = _key(pins, relied, wants, script_environment)
         environment = await self._build_once(run, key, pins, wants, dotenv)
         self._index(input_key, key)
         return environment
@@ -162,12 +166,12 @@ class EnvironmentBuilder:
         os.replace(staging, folder / input_key)
 
 
-def _key(pins: list[str], relied: list[str], wants: ProjectDependencies) -> str:
+def _key(pins: list[str], relied: list[str], wants: ProjectDependencies, script_environment: bytes) -> str:
     digest = hashlib.sha256(python_identity().encode())
     for part in (sorted(pins), sorted(relied)):
         digest.update(b"\0" + "\n".join(part).encode())
     if wants.script is not None:
-        digest.update(b"\0" + wants.script.read_bytes())
+        digest.update(b"\0" + wants.script.read_bytes() + b"\0" + script_environment)
     return digest.hexdigest()[:16]
 
 
@@ -175,8 +179,9 @@ class _Run:
     """One build's uv invocations: their environment, their output, their failure."""
 
     def __init__(self, builder: EnvironmentBuilder, project: Path, environ: Mapping[str, str],
-                 progress: Progress) -> None:
+                 progress: Progress, base: BaseEnvironment) -> None:
         self.builder = builder
+        self.base = base
         self.project = project
         # uv must not fetch an interpreter: environments are made from berth's own.
         self.environ = {**environ, "UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1"}
@@ -185,20 +190,22 @@ class _Run:
         self.log: list[str] = []
 
     async def resolve(self, wants: ProjectDependencies, base: BaseEnvironment) -> tuple[list[str], list[str]]:
-        """(pins to install, pins berth's environment already holds)."""
+        """(what to install: the index options, then pins; pins berth's environment already holds)."""
         lines = [line for line in wants.requirements if not base.satisfies(line)]
-        met = len(wants.requirements) - len(lines)
+        met = [line.text for line in wants.requirements if base.satisfies(line)]
         if met:
-            self.progress(f"{met} of {len(wants.requirements)} requirement(s) already met by berth's own environment")
+            self.progress(f"{len(met)} of {len(wants.requirements)} requirement(s) already met by berth's own "
+                          "environment")
         texts = [self._absolute(line.text) for line in lines]
         if wants.lock is not None:
             texts += await self._exported_lock(base)
-        if not texts:
+        if not any(not text.startswith("-") for text in texts):
             return [], []
         with tempfile.TemporaryDirectory(prefix="berth-resolve-") as scratch:
             folder = Path(scratch)
             (folder / "requirements.in").write_text("\n".join(texts) + "\n")
-            (folder / "constraints.txt").write_text("\n".join(base.pins()) + "\n")
+            # What berth's environment met still bounds the rest: a package may not need another version of it.
+            (folder / "constraints.txt").write_text("\n".join([*base.pins(), *met]) + "\n")
             (folder / "resolved.txt").write_text("\n".join(base.freeze()) + "\n")  # preferences
             self.progress(f"resolving {len(texts)} requirement(s)…")
             started = time.monotonic()
@@ -211,11 +218,17 @@ class _Run:
         relied = [pin for pin in resolved if _held(pin, base)]
         self.progress(f"resolved {len(resolved)} package(s) in {time.monotonic() - started:.2f}s: "
                       f"{len(pins)} to install, {len(relied)} from berth's own environment")
-        return pins, relied
+        options = [text for text in texts if text.startswith(INDEX_OPTIONS)]
+        return ([*options, *pins] if pins else []), relied
 
     def _absolute(self, text: str) -> str:
-        """Relative paths in a requirement are the project's: make them so wherever uv reads them."""
-        for option in ("-r ", "-c ", "-e ", "--requirement ", "--constraint ", "--editable "):
+        """Relative paths in a requirement are the project's: make them so wherever uv reads them. A local
+        editable install becomes a plain one: the snapshot it would point into is not forever."""
+        for option in ("-e ", "--editable "):
+            if text.startswith(option):
+                text = text[len(option):].strip()
+                return text if _remote(text) and not text.startswith("file:") else self._absolute(text)
+        for option in ("-c ", "--constraint ", "-f ", "--find-links "):
             if text.startswith(option):
                 rest = text[len(option):].strip()
                 return f"{option}{self.project / rest}" if not _remote(rest) else text
@@ -237,7 +250,7 @@ class _Run:
             await self._script(folder, wants.script, dotenv)
         if pins:
             (folder / "requirements.lock").write_text("\n".join(pins) + "\n")
-            self.progress(f"installing {len(pins)} package(s)…")
+            self.progress(f"installing {sum(not pin.startswith('-') for pin in pins)} package(s)…")
             await self._uv("pip", "install", "--no-deps", "-r", str(folder / "requirements.lock"),
                            "--python", str(folder / "bin" / "python"), what="installing")
         sizes = _installed_sizes(folder)
@@ -277,7 +290,7 @@ class _Run:
             await process.wait()
             raise
         if process.returncode != 0:
-            raise _failure(what, stderr.decode(errors="replace").splitlines(), process.returncode or 1)
+            raise _failure(what, stderr.decode(errors="replace").splitlines(), process.returncode or 1, self.base)
         return stdout.decode(errors="replace")
 
     async def _exec(self, argv: list[str], env: Mapping[str, str], what: str, prefix: str = "") -> None:
@@ -285,20 +298,33 @@ class _Run:
         process = await _start(argv, self.project, env, what, asyncio.subprocess.STDOUT)
         output: list[str] = []
         assert process.stdout is not None
+
+        def heard(raw: bytes) -> None:
+            line = raw.decode(errors="replace").rstrip()
+            output.append(line)
+            self.log.append(f"{prefix}{line}\n")
+            if _worth_showing(line, prefix):
+                self.progress(f"{prefix}{line.strip()}")
+
         try:
-            async for raw in process.stdout:
-                line = raw.decode(errors="replace").rstrip()
-                output.append(line)
-                self.log.append(f"{prefix}{line}\n")
-                if _worth_showing(line, prefix):
-                    self.progress(f"{prefix}{line.strip()}")
+            # In chunks, not lines: a progress bar redrawn with \r is one endless "line" to readline().
+            pending = b""
+            while chunk := await process.stdout.read(1 << 16):
+                *complete, pending = _LINE_END.split(pending + chunk)
+                for raw in complete:
+                    heard(raw)
+                if len(pending) > 1 << 16:
+                    heard(pending)
+                    pending = b""
+            if pending:
+                heard(pending)
             code = await process.wait()
         except BaseException:  # cancelled (the deploy's client went away): nothing may outlive it
             _kill(process)
             await process.wait()
             raise
         if code != 0:
-            raise _failure(what, output, code)
+            raise _failure(what, output, code, self.base)
 
 
 async def _start(argv: list[str], cwd: Path, env: Mapping[str, str], what: str,
@@ -327,13 +353,18 @@ def _worth_showing(line: str, prefix: str) -> bool:
                             "warning"))
 
 
-def _failure(what: str, output: list[str], code: int) -> EnvironmentFailed:
-    lines = [line for line in output if line.strip() and not line.startswith(("Using ", "Resolved "))]
+def _failure(what: str, output: list[str], code: int, base: BaseEnvironment) -> EnvironmentFailed:
+    lines = [line.removeprefix("error: ") for line in output
+             if line.strip() and not line.startswith(("Using ", "Resolved "))]
     detail = "\n".join(lines[-25:]) or f"exit status {code}"
+    held = [pin for pin in base.pins() if pin in detail]
+    if held:  # uv calls them "you require": say whose requirement they are
+        detail += (f"\n({', '.join(held)}: berth's runtime {'versions' if len(held) > 1 else 'version'}, "
+                   "held in every environment)")
     return EnvironmentFailed(
         f"the Python environment could not be built ({what} failed):\n{detail}",
-        hint="fix the requirement named above (requirements.txt, pyproject.toml, uv.lock or dependencies.sh) "
-             "and deploy again; nothing was changed, what runs keeps running")
+        hint="fix the requirement or the index settings named above (requirements.txt, pyproject.toml, uv.lock, "
+             "dependencies.sh, UV_INDEX_URL…) and deploy again; nothing was changed, what runs keeps running")
 
 
 def _held(pin: str, base: BaseEnvironment) -> bool:

@@ -22,9 +22,10 @@ def collect_environments(envs: Path, keep: Set[str], now: float, keep_recent: in
         return []
     unused = sorted((folder for folder in envs.iterdir() if _environment(folder) and folder.name not in keep),
                     key=_last_used, reverse=True)
-    spare = {folder.name for folder in unused[:keep_recent] if (folder / MARKER).is_file()}
+    built = [folder for folder in unused if (folder / MARKER).is_file()]
+    spare = {folder.name for folder in built[:keep_recent]}
     removed = [folder.name for folder in unused
-               if folder.name not in spare and now - _last_used(folder) > grace and _remove(envs, folder)]
+               if folder.name not in spare and now - _last_used(folder) > grace and _remove(envs, folder, now, grace)]
     if removed:
         _forget(envs, set(removed))
     return removed
@@ -41,21 +42,23 @@ def _last_used(folder: Path) -> float:
     return 0.0
 
 
-def _remove(envs: Path, folder: Path) -> bool:
-    """Under the build's lock, so a deploy never sees half of one."""
+def _remove(envs: Path, folder: Path, now: float, grace: float) -> bool:
+    """Under the build's lock, so a deploy never sees half of one. The lock file stays: removing it
+    would let two builders lock two different files of one name."""
     lock = envs / LOCKS / f"{folder.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False  # being built or reused right now
+            return False  # being built right now
         try:
+            if now - _last_used(folder) <= grace:
+                return False  # reused since it was looked at
             (folder / MARKER).unlink(missing_ok=True)  # first: an interrupted removal reads as unbuilt
             shutil.rmtree(folder, ignore_errors=True)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-    lock.unlink(missing_ok=True)
     return not folder.exists()
 
 

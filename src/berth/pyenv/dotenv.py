@@ -21,12 +21,14 @@ def parse_dotenv(text: str, label: str = DOTENV_FILE) -> dict[str, str]:
     problems: list[str] = []
     pairs: list[tuple[str, str | None]] = []
     for binding in parse_stream(io.StringIO(text)):
+        # python-dotenv counts a binding from the blank lines before it.
+        original = binding.original.string
+        line = binding.original.line + original[: len(original) - len(original.lstrip())].count("\n")
         if binding.error:
-            problems.append(f"{label}:{binding.original.line}: not a NAME=value line")
+            problems.append(f"{label}:{line}: not a NAME=value line")
         elif binding.key is not None:
-            if binding.value is None:
-                problems.append(f"{label}:{binding.original.line}: {binding.key} has no value "
-                                f"(write {binding.key}= for an empty one)")
+            if binding.value is None:  # the "name" may well be a pasted secret: do not repeat it
+                problems.append(f"{label}:{line}: no `=` on this line (write NAME= for an empty value)")
             pairs.append((binding.key, binding.value))
     if problems:
         raise ConfigError(problems, hint="each line of .env is NAME=value (quotes, `export` and # comments "

@@ -20,8 +20,8 @@ from berth.pyenv.requirements import (
     UV_CONFIG,
     BaseEnvironment,
     Line,
+    RequirementFiles,
     pyproject_lines,
-    read_lines,
 )
 
 # What a deploy forwards from the user's shell to the build: how they reach their package index.
@@ -64,9 +64,12 @@ class ProjectDependencies:
                      f"or install system libraries from {DEPENDENCIES_SCRIPT}; then delete {CONDA_FILE}")
         lines: list[Line] = []
         files: list[str] = []
+        included: list[Path] = []
         lock = root / LOCK_FILE if (root / LOCK_FILE).is_file() and (root / PYPROJECT_FILE).is_file() else None
         if (root / REQUIREMENTS_FILE).is_file():
-            lines += read_lines(root / REQUIREMENTS_FILE, REQUIREMENTS_FILE)
+            tree = RequirementFiles(root).read(root / REQUIREMENTS_FILE, REQUIREMENTS_FILE)
+            lines += tree.lines
+            included = tree.files[1:]
             files.append(REQUIREMENTS_FILE)
         if lock is not None:
             files.append(LOCK_FILE)
@@ -78,7 +81,9 @@ class ProjectDependencies:
         script = root / DEPENDENCIES_SCRIPT if (root / DEPENDENCIES_SCRIPT).is_file() else None
         if script is not None:
             files.append(DEPENDENCIES_SCRIPT)
-        material = _material(root, [*files, UV_CONFIG, PIP_CONFIG])
+        names = [*files, *(path.resolve().relative_to(root.resolve()).as_posix() for path in included),
+                 UV_CONFIG, PIP_CONFIG]
+        material = _material(root, names)
         return cls(root, tuple(lines), lock, script, tuple(files), material)
 
     def check(self, base: BaseEnvironment) -> None:
@@ -90,14 +95,25 @@ class ProjectDependencies:
                                    "loosen or remove the pins above (berth's own versions satisfy most code "
                                    "written for nearby ones) and deploy again; nothing was changed")
 
-    def input_key(self, base: BaseEnvironment) -> str:
-        """Same files, same Python, same base: the same environment, without resolving again."""
+    def input_key(self, base: BaseEnvironment, script_environment: bytes = b"") -> str:
+        """Same files, same Python, same base: the same environment, without resolving again.
+        `script_environment`: a digest of what dependencies.sh sees of `.env` (it may act on it)."""
         digest = hashlib.sha256(python_identity().encode() + b"\0" + self.material)
         digest.update("\n".join(base.freeze()).encode())
+        if self.script is not None:
+            digest.update(b"\0" + script_environment)
         return digest.hexdigest()[:16]
 
-    def index_variables(self) -> dict[str, str]:
-        """A project's pip.conf, in uv's words."""
+    def index_variables(self, deployed: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Where packages come from, in uv's words: the project's pip.conf, below the deploying shell's
+        PIP_* variables, below its UV_* ones (pip's own order: the environment overrides config files)."""
+        found = self._pip_conf()
+        deployed = deployed or {}
+        found.update(pip_to_uv({name: value for name, value in deployed.items() if name.startswith("PIP_")}))
+        found.update({name: value for name, value in deployed.items() if not name.startswith("PIP_")})
+        return found
+
+    def _pip_conf(self) -> dict[str, str]:
         path = self.root / PIP_CONFIG
         if not path.is_file():
             return {}
@@ -106,12 +122,22 @@ class ProjectDependencies:
             parser.read(path, encoding="utf-8")
         except configparser.Error as exc:
             raise ConfigError([f"{PIP_CONFIG}: not a valid ini file: {exc.message}"]) from None
-        found: dict[str, str] = {}
-        for section in ("global", "install"):
-            for key, variable in _PIP_TO_UV.items():
-                if parser.has_option(section, key):
-                    found[variable] = " ".join(parser.get(section, key).split())
-        return found
+        except UnicodeDecodeError:
+            raise ConfigError([f"{PIP_CONFIG}: not UTF-8 text"], hint=f"save {PIP_CONFIG} as UTF-8") from None
+        options = {key: parser.get(section, key) for section in ("global", "install") for key in _PIP_TO_UV
+                   if parser.has_option(section, key)}
+        return pip_to_uv({f"PIP_{key.upper().replace('-', '_')}": value for key, value in options.items()})
+
+
+def pip_to_uv(variables: Mapping[str, str]) -> dict[str, str]:
+    """PIP_INDEX_URL and friends as the UV_* variables uv reads (uv reads no PIP_* and no pip.conf)."""
+    found: dict[str, str] = {}
+    for key, uv_name in _PIP_TO_UV.items():
+        value = variables.get(f"PIP_{key.upper().replace('-', '_')}")
+        if value:
+            # pip separates several values with whitespace; uv splits find-links on commas.
+            found[uv_name] = ",".join(value.split()) if key == "find-links" else " ".join(value.split())
+    return found
 
 
 def _material(root: Path, names: list[str]) -> bytes:

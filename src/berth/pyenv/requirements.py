@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.markers import default_environment
@@ -32,7 +32,11 @@ CONDA_FILE = "conda-packages.txt"
 UV_CONFIG = "uv.toml"
 PIP_CONFIG = "pip.conf"
 
-_CONTINUATION = re.compile(r"\\\n")
+# pip's rules: a comment starts at a `#` at the start or after whitespace (not in a URL's fragment).
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+_INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(\S+)$")
+_PER_REQUIREMENT = re.compile(r"\s+--(?:hash|config-settings|global-option)[=\s]\S+")
+INDEX_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "--no-index")
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,13 @@ class Line:
     """One requirement of a requirements file, where it was written."""
 
     file: str
-    number: int
+    number: int  # 0: a file without lines of its own (pyproject.toml's list)
     text: str
-    requirement: Requirement | None  # None: an option (-r, --index-url), a URL or a path: left to uv
+    requirement: Requirement | None  # None: an option (-c, --index-url), a URL or a path: left to uv
 
     @property
     def where(self) -> str:
-        return f"{self.file}:{self.number}"
+        return f"{self.file}:{self.number}" if self.number else self.file
 
 
 @dataclass(frozen=True)
@@ -61,16 +65,64 @@ class Conflict:
                 f"{name} {self.runs}")
 
 
+@dataclass
+class RequirementFiles:
+    """A requirements file with the files its `-r` and `-c` lines name, read in order."""
+
+    root: Path
+    lines: list[Line] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def read(self, path: Path, label: str) -> RequirementFiles:
+        if path.resolve() in {file.resolve() for file in self.files}:
+            return self  # included twice (or in a loop): once is enough
+        self.files.append(path)
+        for number, text in _logical_lines(path):
+            include = _INCLUDE.match(text)
+            if include is None:
+                self.lines.append(Line(label, number, text, parse(text)))
+                continue
+            target = self._inside(path, include.group(2), f"{label}:{number}")
+            if include.group(1) in ("-r", "--requirement"):
+                self.read(target, target.relative_to(self.root.resolve()).as_posix())
+            else:  # constraints shape the resolution; they are not requirements of their own
+                self.files.append(target)
+                self.lines.append(Line(label, number, f"-c {target}", None))
+        return self
+
+    def _inside(self, path: Path, name: str, where: str) -> Path:
+        target = (path.parent / name).resolve()
+        root = self.root.resolve()
+        if not target.is_relative_to(root):
+            raise ConfigError([f"{where}: {name} is outside the project folder"],
+                              hint="only the project folder is copied at deploy: copy the file into it (or "
+                                   "paste its lines in) and name it by a path inside the project")
+        if not target.is_file():
+            raise ConfigError([f"{where}: {name} does not exist"], hint="create it, or remove the line")
+        return target
+
+
+def _logical_lines(path: Path) -> list[tuple[int, str]]:
+    """(number of its first physical line, text) of each line with content: continuations joined,
+    comments and per-requirement options (hashes) removed."""
+    physical = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    found: list[tuple[int, str]] = []
+    index = 0
+    while index < len(physical):
+        number, text = index + 1, physical[index]
+        while text.endswith("\\") and index + 1 < len(physical):
+            index += 1
+            text = text[:-1] + " " + physical[index]
+        index += 1
+        content = _PER_REQUIREMENT.sub("", _COMMENT.sub("", text)).strip().removesuffix("\\").strip()
+        if content:
+            found.append((number, content))
+    return found
+
+
 def read_lines(path: Path, label: str) -> list[Line]:
-    """The requirements of a requirements file with their line numbers (continuations joined)."""
-    text = _CONTINUATION.sub(" ", path.read_text(encoding="utf-8", errors="replace"))
-    lines = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        content = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-        if not content:
-            continue
-        lines.append(Line(label, number, content, parse(content)))
-    return lines
+    """The requirements of a requirements file with their line numbers (`-r` files read in)."""
+    return RequirementFiles(path.parent).read(path, label).lines
 
 
 def parse(text: str) -> Requirement | None:
