@@ -90,6 +90,15 @@ class Registry:
         others = [known for known in self.added if known.name != env.name]
         return replace(self, added=tuple(sorted([*others, env], key=lambda known: known.name)))
 
+    def without(self, name: str) -> Registry:
+        """Remove the environment `name`; when it was the default, `local` is the default again."""
+        if name == LOCAL:
+            raise BerthError(f"{LOCAL!r} is built in and cannot be deleted",
+                             hint="make another environment the default with `berth env default NAME` instead")
+        removed = self.get(name)
+        return replace(self, added=tuple(env for env in self.added if env.name != removed.name),
+                       default=LOCAL if self.default == removed.name else self.default)
+
     def to_json(self) -> dict[str, Any]:
         return {"version": FORMAT_VERSION, "default": self.default,
                 "environments": {env.name: {"provider": str(env.provider), "settings": dict(env.settings)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ class ClusterSettings:
     gateway: str | None = None  # a Gateway as `name` or `namespace/name`; None: no HTTPRoute
 
     def __post_init__(self) -> None:
-        problems = _problems(self)
+        problems = _problems({f.name: getattr(self, f.name) for f in fields(self)})
         if problems:
             raise ConfigError(problems, hint=_HINT)
 
@@ -66,6 +66,7 @@ class ClusterSettings:
                 problems.append(f"{key}: expected a string, got {type(value).__name__}")
                 continue
             values[key] = value
+        problems += _problems(values)
         if problems:
             raise ConfigError(problems, hint=_HINT)
         return cls(**values)
@@ -94,18 +95,13 @@ def runtime_image(settings: ClusterSettings, gpu: bool) -> str:
     return f"{RUNTIME_REPOSITORY}:{__version__}-{'cuda' if gpu else 'cpu'}"
 
 
-def _problems(settings: ClusterSettings) -> list[str]:
-    problems: list[str] = []
-    if settings.context is not None:
-        problems += _context_problems(settings.context)
-    problems += _namespace_problems(settings.namespace)
-    if settings.prometheus is not None:
-        problems += _prometheus_problems(settings.prometheus)
-    if settings.image is not None:
-        problems += _image_problems(settings.image)
-    if settings.gateway is not None:
-        problems += _gateway_problems(settings.gateway)
-    return problems
+_CHECKS: dict[str, Callable[[str], list[str]]] = {}  # filled below, by setting
+
+
+def _problems(values: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the values set (None: unset), in the order of the fields."""
+    return [problem for key, check in _CHECKS.items() if values.get(key) is not None
+            for problem in check(values[key])]
 
 
 def _context_problems(context: str) -> list[str]:
@@ -157,6 +153,10 @@ def _gateway_problems(gateway: str) -> list[str]:
         return [f"gateway: {gateway!r} is not a Gateway name: give `name` (in the API's namespace) or "
                 "`namespace/name`, lowercase DNS names"]
     return []
+
+
+_CHECKS.update(context=_context_problems, namespace=_namespace_problems, prometheus=_prometheus_problems,
+               image=_image_problems, gateway=_gateway_problems)
 
 
 # --- the user's kubeconfig (read only to check a context name; nothing of it is stored) ----------------
