@@ -76,7 +76,8 @@ def default(obj: CLIContext, name: str | None) -> None:
 @env.command()
 @click.argument("name")
 @click.option("--provider", type=click.Choice([str(provider) for provider in Provider]), default=None,
-              help="Where its APIs run: kubernetes (needed when NAME is new).")
+              metavar="PROVIDER", help="Where its APIs run: kubernetes (needed when NAME is new; local is built "
+                                       "in as the environment local).")
 @click.option("--context", metavar="C", default=None,
               help="Kube context in your kubeconfig (default: its current context). Credentials stay there.")
 @click.option("--namespace", metavar="N", default=None, help="Namespace the APIs go to (default: default).")
