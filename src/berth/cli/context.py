@@ -97,6 +97,11 @@ class CLIContext:
 def open_backend(env: Environment, obj: CLIContext) -> Backend:
     if env.provider is Provider.LOCAL:
         return LocalBackend(obj.paths, obj.host, obj.port)
+    if env.provider is Provider.KUBERNETES:
+        # Imported here: lightkube and the renderer load only for commands that talk to a cluster.
+        from berth.backends.kubernetes.backend import KubernetesBackend
+
+        return KubernetesBackend(env)
     raise BerthError(f"environment {env.name!r} uses the {env.provider} provider, which this berth cannot "
                      "talk to yet", hint="use `-e local`, or `berth env default local`")
 

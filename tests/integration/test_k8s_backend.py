@@ -1,0 +1,281 @@
+"""The Kubernetes backend's cluster code against kmock, an HTTP-level fake of the API server.
+
+The fake is not faithful, and these tests say where they lean on that:
+* it answers 404 to a server-side apply of a missing object (a real API server creates it), so the
+  `Cluster` here is built with `apply_creates=False`: apply falls back to a create — a path a real
+  API server never takes;
+* it runs no controllers: Deployment statuses and pods are seeded by the tests, as scripted states;
+* it ignores label selectors on lists, so berth's own label check is what keeps prune to one API.
+The sync lightkube client runs in a worker thread while the fake serves on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from lightkube import Client, KubeConfig
+
+from berth.backends.environments import Environment, Provider
+from berth.backends.kubernetes.backend import KubernetesBackend
+from berth.backends.kubernetes.cluster import RESTARTED_AT, Cluster
+from berth.config.loader import load_spec
+from berth.core.status import APIStatus
+from berth.errors import DaemonUnavailable, NotFound
+
+pytestmark = [pytest.mark.fake_api, pytest.mark.asyncio]
+
+NS = "ml"
+T = TypeVar("T")
+DEPLOYMENTS = "apps/v1/deployments"
+
+
+def client_for(url: str) -> Client:
+    # KubeConfig.from_server is broken in lightkube 1.0.1 ("Missing user"): a dict with an empty user works.
+    config = KubeConfig.from_dict({
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody", "namespace": NS}}],
+        "users": [{"name": "nobody", "user": {}}], "current-context": "fake"})
+    return Client(config, namespace=NS)
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.wait_for(asyncio.to_thread(fn), timeout=15)
+
+
+@pytest.fixture()
+def fake(kmock: Any) -> Any:
+    for resource in (DEPLOYMENTS, "v1/services", "v1/configmaps", "v1/pods", "v1/events", "apps/v1/replicasets",
+                     "policy/v1/poddisruptionbudgets", "autoscaling/v2/horizontalpodautoscalers"):
+        kmock.resources[resource] = {}
+    return kmock
+
+
+def cluster_on(fake: Any) -> Cluster:
+    return Cluster(client_for(str(fake.url)), NS, apply_creates=False)
+
+
+def backend_on(fake: Any, **settings: str) -> KubernetesBackend:
+    env = Environment("prod", Provider.KUBERNETES, {"namespace": NS, **settings})
+    return KubernetesBackend(env, client=client_for(str(fake.url)), apply_creates=False)
+
+
+def labels(api: str, version: str = "v1") -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": "berth", "berth.dev/api": api, "app.kubernetes.io/name": api,
+            "berth.dev/version": version}
+
+
+def obj(kind: str, name: str, api: str, version: str = "v1", **body: Any) -> dict[str, Any]:
+    api_version = {"Deployment": "apps/v1", "PodDisruptionBudget": "policy/v1",
+                   "HorizontalPodAutoscaler": "autoscaling/v2"}.get(kind, "v1")
+    return {"apiVersion": api_version, "kind": kind,
+            "metadata": {"name": name, "namespace": NS, "labels": labels(api, version)}, **body}
+
+
+def stored(fake: Any, resource: str, name: str) -> dict[str, Any] | None:
+    for (res, namespace, found), value in fake.objects.items():
+        if f"{res.group}/{res.version}/{res.plural}".lstrip("/") == resource and (namespace, found) == (NS, name):
+            return None if value.deleted else dict(value.raw)
+    return None
+
+
+def names(fake: Any, resource: str) -> set[str]:
+    return {name for (res, namespace, name), value in fake.objects.items()
+            if f"{res.group}/{res.version}/{res.plural}".lstrip("/") == resource and not value.deleted}
+
+
+def deployment(api: str, version: str, *, generation: int = 1, observed: int = 1, replicas: int = 1,
+               updated: int = 1, available: int = 1, deadline: bool = False) -> dict[str, Any]:
+    progressing = ({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"} if deadline
+                   else {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                         "lastUpdateTime": "2026-12-01T10:00:00Z"})
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": api, "namespace": NS, "labels": labels(api, version), "generation": generation,
+                         "creationTimestamp": "2026-12-01T09:00:00Z"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"berth.dev/api": api}},
+                     "template": {"metadata": {"labels": labels(api, version)}, "spec": {"containers": []}}},
+            "status": {"observedGeneration": observed, "replicas": updated, "updatedReplicas": updated,
+                       "availableReplicas": available, "conditions": [progressing]}}
+
+
+def pod(api: str, name: str, version: str, *, ready: bool = False, waiting: dict[str, Any] | None = None,
+        last: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = {"waiting": waiting} if waiting else {"running": {}}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": labels(api, version),
+                         "creationTimestamp": "2026-12-01T10:00:00Z"},
+            "spec": {"containers": [{"name": "api", "resources": {"limits": {"memory": "1Gi"}}}]},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "PodScheduled", "status": "True"},
+                                      {"type": "Ready", "status": str(ready)}],
+                       "containerStatuses": [{"name": "api", "image": "registry.example/berth/runtime:9",
+                                              "restartCount": 0, "ready": ready, "state": state,
+                                              "lastState": {"terminated": last} if last else {}}]}}
+
+
+async def test_fake_api_apply_creates_then_updates_with_the_berth_field_manager(fake: Any) -> None:
+    cluster = cluster_on(fake)
+    service = obj("Service", "iris", "iris", spec={"ports": [{"port": 80}]})
+    await in_thread(lambda: cluster.apply([service]))
+    assert stored(fake, "v1/services", "iris")["spec"] == {"ports": [{"port": 80}]}  # type: ignore[index]
+    changed = obj("Service", "iris", "iris", "v2", spec={"ports": [{"port": 8080}]})
+    await in_thread(lambda: cluster.apply([changed]))
+    assert stored(fake, "v1/services", "iris")["metadata"]["labels"]["berth.dev/version"] == "v2"  # type: ignore[index]
+    applies = [r for r in fake if r.method == "PATCH"]
+    assert len(applies) == 2
+    for request in applies:
+        assert request.params.get("fieldManager") == "berth" and request.params.get("force") == "true"
+        assert request.headers.get("Content-Type") == "application/apply-patch+yaml"
+    # The create after the fake's 404 (a real API server creates on apply) names the manager too.
+    assert [r.params.get("fieldManager") for r in fake if r.method == "POST"] == ["berth"]
+
+
+async def test_fake_api_prune_removes_what_the_render_dropped_and_leaves_other_apis(fake: Any) -> None:
+    cluster = cluster_on(fake)
+    iris = [obj("Service", "iris", "iris"), obj("ConfigMap", "iris-code-aaaa", "iris"),
+            obj("HorizontalPodAutoscaler", "iris", "iris", spec={"maxReplicas": 2})]
+    other = [obj("Service", "text", "text"), obj("ConfigMap", "text-code-bbbb", "text")]
+    unlabelled = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "iris-notes", "namespace": NS,
+                                                                          "labels": {"berth.dev/api": "iris"}}}
+    await in_thread(lambda: cluster.apply([*iris, *other, unlabelled]))
+    rendered = [obj("Service", "iris", "iris", "v2"), obj("ConfigMap", "iris-code-cccc", "iris", "v2")]
+    await in_thread(lambda: cluster.apply(rendered))
+    pruned = await in_thread(lambda: cluster.prune("iris", {("Service", "iris"), ("ConfigMap", "iris-code-cccc")}))
+    assert sorted(pruned) == [("ConfigMap", "iris-code-aaaa"), ("HorizontalPodAutoscaler", "iris")]
+    assert names(fake, "v1/configmaps") == {"iris-code-cccc", "text-code-bbbb", "iris-notes"}
+    assert names(fake, "v1/services") == {"iris", "text"}
+    assert names(fake, "autoscaling/v2/horizontalpodautoscalers") == set()
+
+
+async def test_fake_api_delete_removes_every_labelled_object_of_the_api(fake: Any) -> None:
+    cluster = cluster_on(fake)
+    await in_thread(lambda: cluster.apply([
+        obj("ConfigMap", "iris-code-aaaa", "iris"), deployment("iris", "v1"), obj("Service", "iris", "iris"),
+        obj("PodDisruptionBudget", "iris", "iris", spec={"maxUnavailable": 1}), obj("Service", "text", "text")]))
+    backend = backend_on(fake)
+    deletion = await in_thread(lambda: backend.delete("iris"))
+    assert (deletion.api, deletion.stopped) == ("iris", False)
+    assert names(fake, DEPLOYMENTS) == set() and names(fake, "v1/configmaps") == set()
+    assert names(fake, "v1/services") == {"text"} and names(fake, "policy/v1/poddisruptionbudgets") == set()
+    with pytest.raises(NotFound):
+        await in_thread(lambda: backend.delete("iris"))
+
+
+async def test_fake_api_refresh_sets_the_restart_annotation(fake: Any) -> None:
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v3")
+    change = await in_thread(lambda: backend_on(fake).refresh("iris"))
+    assert (change.action, change.version, change.message) == ("restarting", "v3", "restarting iris")
+    template = stored(fake, DEPLOYMENTS, "iris")["spec"]["template"]  # type: ignore[index]
+    assert RESTARTED_AT in template["metadata"]["annotations"]
+    assert template["metadata"]["labels"]["berth.dev/version"] == "v3"  # the merge patch kept the rest
+
+
+@pytest.mark.parametrize(("seed", "status", "error"), [
+    (lambda f: None, APIStatus.LIVE, None),
+    (lambda f: f.objects.__setitem__(("v1/pods", NS, "iris-new"), pod(
+        "iris", "iris-new", "v2", waiting={"reason": "ImagePullBackOff", "message": "not found"})),
+     APIStatus.ERROR, "image pull failed: registry.example/berth/runtime:9: not found"),
+    (lambda f: f.objects.__setitem__(("v1/pods", NS, "iris-new"), pod(
+        "iris", "iris-new", "v2", waiting={"reason": "CrashLoopBackOff"}, last={"reason": "OOMKilled"})),
+     APIStatus.ERROR_OOM, "out of memory: container api was killed at its memory limit (1Gi) (OOMKilled)"),
+    (lambda f: f.objects.__setitem__(("v1/pods", NS, "iris-new"), pod("iris", "iris-new", "v2")),
+     APIStatus.UPDATING, None),
+], ids=["live", "image-pull", "oom", "starting"])
+async def test_fake_api_status_from_scripted_deployment_and_pods(fake: Any, seed: Callable[[Any], None],
+                                                                 status: APIStatus, error: str | None) -> None:
+    live = status is APIStatus.LIVE
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v2", generation=2, observed=2,
+                                                        updated=1, available=1 if live else 0)
+    fake.objects["v1/pods", NS, "iris-old"] = pod("iris", "iris-old", "v1" if not live else "v2", ready=True)
+    seed(fake)
+    api = await in_thread(lambda: backend_on(fake).get_api("iris"))
+    assert (api["status"], api["error"]) == (status, error)
+    assert api["version"] == "v2" and api["requested"] == 1
+    assert api["url"] == "http://localhost:8080/iris" and "port-forward svc/iris 8080:80" in api["access"]
+    assert {r["id"] for r in api["replicas"]} >= {"iris-old"}
+
+
+async def test_fake_api_rollout_past_its_deadline_is_an_error(fake: Any) -> None:
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v2", updated=1, available=0, deadline=True)
+    api = await in_thread(lambda: backend_on(fake).get_api("iris"))
+    assert api["status"] == APIStatus.ERROR
+    assert api["error"].startswith("rollout of version v2 failed: deployment 'iris' exceeded its progress deadline")
+
+
+async def test_fake_api_get_and_list_only_berths_deployments(fake: Any) -> None:
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v1")
+    fake.objects[DEPLOYMENTS, NS, "someone-elses"] = {
+        **deployment("x", "v1"), "metadata": {"name": "someone-elses", "namespace": NS, "labels": {}}}
+    backend = backend_on(fake)
+    assert [api["name"] for api in await in_thread(backend.list_apis)] == ["iris"]
+    with pytest.raises(NotFound):
+        await in_thread(lambda: backend.get_api("someone-elses"))
+
+
+async def test_fake_api_logs_merge_pods_with_prefixes(fake: Any) -> None:
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v1")
+    for name in ("iris-a", "iris-b"):
+        fake.objects["v1/pods", NS, name] = pod("iris", name, "v1", ready=True)
+    fake[f"get /api/v1/namespaces/{NS}/pods/iris-a/log"] << b"loading model\nready\n"
+    fake[f"get /api/v1/namespaces/{NS}/pods/iris-b/log"] << b"ready\n"
+    lines = await in_thread(lambda: list(backend_on(fake).logs("iris", tail=50)))
+    assert lines == ["[iris-a] loading model\n", "[iris-a] ready\n", "[iris-b] ready\n"]
+    asked = [r for r in fake if r.url.path.endswith("/log")]
+    assert {r.params.get("container") for r in asked} == {"api"} and {r.params.get("tailLines") for r in asked} \
+        == {"50"}
+
+
+async def test_fake_api_logs_follow_streams_until_the_reader_stops(fake: Any) -> None:
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v1")
+    fake.objects["v1/pods", NS, "iris-a"] = pod("iris", "iris-a", "v1", ready=True)
+    fake[f"get /api/v1/namespaces/{NS}/pods/iris-a/log"] << b"one\ntwo\n"
+
+    def first_two() -> list[str]:
+        stream = backend_on(fake).logs("iris", follow=True, tail=0)
+        try:
+            return [next(stream), next(stream)]
+        finally:
+            stream.close()
+
+    assert await in_thread(first_two) == ["[iris-a] one\n", "[iris-a] two\n"]
+
+
+async def test_fake_api_an_unreachable_server_is_said_with_the_context(fake: Any) -> None:
+    env = Environment("prod", Provider.KUBERNETES, {"namespace": NS, "context": "prod-eu"})
+    backend = KubernetesBackend(env, client=client_for("http://127.0.0.1:9"), apply_creates=False)
+    with pytest.raises(DaemonUnavailable) as raised:
+        await in_thread(backend.ensure_running)
+    assert "context prod-eu, namespace ml" in raised.value.message
+    assert "kubectl --context prod-eu get deployments -n ml" in (raised.value.hint or "")
+
+
+async def test_fake_api_deploy_applies_prunes_and_reports_changes(fake: Any, tmp_path: Path) -> None:
+    (tmp_path / "predictor.py").write_text(textwrap.dedent("""
+        class PythonPredictor:
+            def __init__(self, config):
+                self.config = config
+
+            def predict(self, payload):
+                return payload
+    """))
+    spec_file = tmp_path / "berth.yaml"
+    spec_file.write_text("- name: hello\n  kind: RealtimeAPI\n  predictor:\n    type: python\n"
+                         "    path: predictor.py\n    config: {greeting: hi}\n")
+    backend = backend_on(fake)
+    [created] = await in_thread(lambda: backend.deploy(load_spec(spec_file)))
+    assert (created.api, created.action, created.message) == ("hello", "creating", "creating hello")
+    # KEDA absent from the fake: the HPA fallback is rendered and applied.
+    assert names(fake, "autoscaling/v2/horizontalpodautoscalers") == {"hello"}
+    first_code = names(fake, "v1/configmaps")
+    assert len(first_code) == 1
+    [same] = await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    assert (same.action, same.message, same.version) == ("up to date", "hello is up to date", created.version)
+    (tmp_path / "predictor.py").write_text((tmp_path / "predictor.py").read_text() + "\n# changed\n")
+    [updated] = await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    assert updated.action == "updating" and updated.version != created.version
+    # The previous version's code ConfigMap is pruned; the new one is there.
+    assert len(names(fake, "v1/configmaps")) == 1 and names(fake, "v1/configmaps") != first_code
