@@ -122,8 +122,8 @@ def test_env_list_shows_local_as_the_built_in_default(home: Path) -> None:
 def test_env_list_json_and_a_second_environment(home: Path) -> None:
     environments.save(home, Registry().with_environment(Environment("prod", Provider.KUBERNETES)))
     result = berth(home, "env", "list", "-o", "json")
-    assert json.loads(result.stdout) == [{"name": "local", "provider": "local", "default": True},
-                                         {"name": "prod", "provider": "kubernetes", "default": False}]
+    assert json.loads(result.stdout) == [{"name": "local", "provider": "local", "default": True, "settings": {}},
+                                         {"name": "prod", "provider": "kubernetes", "default": False, "settings": {}}]
 
 
 def test_env_default_persists_the_choice(home: Path) -> None:

@@ -1,0 +1,213 @@
+"""The objects that run and reach an API's pods: code ConfigMap, Deployment, Service, PodDisruptionBudget.
+
+The pod follows the runtime's pod contract (/work/notes/k8s-pod.md at the time of writing): container
+`api` running `python -m berth.runtime.bootstrap`, which unpacks the code ConfigMap, builds the project's
+environment into the shared cache, and execs the runtime on port 8080.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from typing import Any
+
+from berth.backends.kubernetes.labels import api_selector, object_labels
+from berth.backends.kubernetes.render_bundle import MAX_CONFIGMAP_BYTES, CodeBundle
+from berth.backends.kubernetes.settings import ClusterSettings, runtime_image
+from berth.config.schema import RealtimeAPI
+from berth.config.units import format_bytes
+from berth.errors import BerthError, ConfigError
+
+PORT = 8080
+SERVICE_PORT = 80
+CODE_DIR = "/srv/berth/code"
+WORK_DIR = "/srv/berth/work"
+ENVS_DIR = "/var/cache/berth/envs"
+CODE_KEY = "code.tar.gz"
+SPEC_KEY = "spec.json"
+GPU_RESOURCE = "nvidia.com/gpu"
+RUNTIME_UID = 10001
+# Seconds the pod keeps serving after it is marked terminating, so endpoints (Service, Gateway) stop
+# sending it new requests before the runtime gets SIGTERM.
+PRESTOP_SLEEP = 5
+# Seconds past the drain (networking.timeout) before the kubelet kills the container.
+GRACE_MARGIN = 10
+# The startup probe's budget: environments build and models load before anything listens.
+STARTUP_PERIOD = 5
+STARTUP_FAILURES = 360  # 30 minutes
+COMMAND = ["python", "-m", "berth.runtime.bootstrap"]
+
+
+def metadata(api: RealtimeAPI, name: str, settings: ClusterSettings, version: str) -> dict[str, Any]:
+    return {"name": name, "namespace": settings.namespace, "labels": object_labels(api.name, version)}
+
+
+def configmap_name(api: RealtimeAPI, bundle: CodeBundle, spec_json: str) -> str:
+    """`<api>-code-<hash10>` of the code and the spec together: the ConfigMap is immutable, so any change
+    to either gives a new name (and, through the pod template, a rolling update)."""
+    digest = hashlib.sha256(f"{bundle.digest}\0{spec_json}".encode()).hexdigest()
+    return f"{api.name}-code-{digest[:10]}"
+
+
+def configmap(api: RealtimeAPI, bundle: CodeBundle, settings: ClusterSettings, version: str,
+              spec_json: str) -> dict[str, Any]:
+    size = len(bundle.data) + len(spec_json.encode())
+    if size > MAX_CONFIGMAP_BYTES:
+        raise BerthError(
+            f"API {api.name}: its code and spec are {format_bytes(size)} ({size} bytes), more than a Kubernetes "
+            f"ConfigMap holds (at most {format_bytes(MAX_CONFIGMAP_BYTES)})",
+            hint="bake the project into an image with `berth build` and set it with "
+                 "`berth env configure NAME --image IMAGE`",
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(api, configmap_name(api, bundle, spec_json), settings, version),
+        "immutable": True,
+        "data": {SPEC_KEY: spec_json},
+        "binaryData": {CODE_KEY: base64.b64encode(bundle.data).decode("ascii")},
+    }
+
+
+def cpu_quantity(cores: float) -> str:
+    millis = max(1, round(cores * 1000))
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def memory_quantity(size: float) -> str:
+    n = round(size)
+    for suffix, unit in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def gpu_count(api: RealtimeAPI) -> int:
+    gpu = api.compute.gpu
+    if gpu != int(gpu):
+        raise ConfigError(
+            [f"API {api.name}: compute.gpu: {gpu:g} is a fraction of a GPU; Kubernetes schedules whole GPUs only"],
+            hint="ask for whole GPUs (gpu: 1), or share GPUs through the NVIDIA device plugin's time-slicing "
+                 "(or MIG), which advertises each share as one nvidia.com/gpu",
+        )
+    return int(gpu)
+
+
+def resources(api: RealtimeAPI) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": cpu_quantity(api.compute.cpu)}
+    limits: dict[str, Any] = {}
+    if api.compute.mem is not None:
+        # A replica above its memory is killed locally too: limit = request.
+        requests["memory"] = limits["memory"] = memory_quantity(api.compute.mem)
+    gpus = gpu_count(api)
+    if gpus:
+        # Extended resources: requests must equal limits.
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = gpus
+    out: dict[str, Any] = {"requests": requests}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def grace_period(api: RealtimeAPI) -> int:
+    """The preStop sleep, then a drain as long as the longest request may take, then a margin."""
+    return PRESTOP_SLEEP + math.ceil(api.networking.timeout) + GRACE_MARGIN
+
+
+def container(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}}
+    return {
+        "name": "api",
+        "image": runtime_image(settings, gpu=api.compute.gpu > 0),
+        "command": list(COMMAND),
+        "args": ["--code", f"{CODE_DIR}/{CODE_KEY}", "--spec", f"{CODE_DIR}/{SPEC_KEY}", "--work", WORK_DIR,
+                 "--envs", ENVS_DIR, "--port", str(PORT), "--version", version],
+        "env": [
+            {"name": "BERTH_API", "value": api.name},
+            {"name": "BERTH_REPLICA_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": resources(api),
+        "startupProbe": {**probe, "periodSeconds": STARTUP_PERIOD, "failureThreshold": STARTUP_FAILURES},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5,
+                           "failureThreshold": 2},
+        "livenessProbe": {**probe, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP)]}}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "code", "mountPath": CODE_DIR, "readOnly": True},
+            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "envs", "mountPath": ENVS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def deployment(api: RealtimeAPI, settings: ClusterSettings, version: str, code: str,
+               autoscaled: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if not autoscaled:
+        # min == max: nothing else owns the count. With an autoscaler the field is left out, so a
+        # server-side apply never takes it back from the HPA.
+        spec["replicas"] = api.autoscaling.min_replicas
+    pod: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
+                            "fsGroup": RUNTIME_UID},
+        "terminationGracePeriodSeconds": grace_period(api),
+        "containers": [container(api, settings, version)],
+        "volumes": [
+            {"name": "code", "configMap": {"name": code}},
+            {"name": "work", "emptyDir": {}},
+            {"name": "envs", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if api.compute.gpu > 0:
+        # GPU nodes are usually tainted; the device plugin's resource does the actual placement.
+        pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    spec |= {
+        "selector": {"matchLabels": api_selector(api.name)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {
+            "maxSurge": api.update_strategy.max_surge, "maxUnavailable": api.update_strategy.max_unavailable}},
+        "progressDeadlineSeconds": 600 + STARTUP_PERIOD * STARTUP_FAILURES,
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {
+                "labels": object_labels(api.name, version),
+                "annotations": {"prometheus.io/path": "/metrics", "prometheus.io/port": str(PORT),
+                                "prometheus.io/scrape": "true"},
+            },
+            "spec": pod,
+        },
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": metadata(api, api.name, settings, version), "spec": spec}
+
+
+def service(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(api, api.name, settings, version),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": api_selector(api.name),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def disruption_budget(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dict[str, Any]:
+    # One pod at a time during node drains; never 0, which would block drains forever.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(api, api.name, settings, version),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": api_selector(api.name)}},
+    }
