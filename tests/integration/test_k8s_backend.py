@@ -25,7 +25,7 @@ from berth.backends.kubernetes.backend import KubernetesBackend
 from berth.backends.kubernetes.cluster import RESTARTED_AT, Cluster
 from berth.config.loader import load_spec
 from berth.core.status import APIStatus
-from berth.errors import DaemonUnavailable, NotFound
+from berth.errors import Conflict, DaemonUnavailable, NotFound
 
 pytestmark = [pytest.mark.fake_api, pytest.mark.asyncio]
 
@@ -279,3 +279,17 @@ async def test_fake_api_deploy_applies_prunes_and_reports_changes(fake: Any, tmp
     assert updated.action == "updating" and updated.version != created.version
     # The previous version's code ConfigMap is pruned; the new one is there.
     assert len(names(fake, "v1/configmaps")) == 1 and names(fake, "v1/configmaps") != first_code
+
+
+async def test_fake_api_deploy_refuses_to_take_over_a_deployment_berth_did_not_make(fake: Any,
+                                                                                     tmp_path: Path) -> None:
+    (tmp_path / "predictor.py").write_text("class PythonPredictor:\n    def __init__(self, config):\n        pass\n\n"
+                                           "    def predict(self, payload):\n        return payload\n")
+    (tmp_path / "berth.yaml").write_text("- name: hello\n  kind: RealtimeAPI\n  predictor:\n    type: python\n"
+                                         "    path: predictor.py\n")
+    theirs = deployment("hello", "v1")
+    theirs["metadata"]["labels"] = {"app": "hello"}
+    fake.objects[DEPLOYMENTS, NS, "hello"] = theirs
+    with pytest.raises(Conflict):
+        await in_thread(lambda: backend_on(fake).deploy(load_spec(tmp_path / "berth.yaml")))
+    assert stored(fake, DEPLOYMENTS, "hello")["metadata"]["labels"] == {"app": "hello"}  # type: ignore[index]

@@ -169,6 +169,16 @@ def test_summary(dep: dict[str, Any], pods: list[dict[str, Any]], status: APISta
     assert summary.version == "v2"
 
 
+def test_a_crash_loop_says_the_exception_and_keeps_the_traceback() -> None:
+    trace = "Traceback (most recent call last):\n  File \"predictor.py\", line 3\nKeyError: 'x'"
+    crashing = pod(waiting={"reason": "CrashLoopBackOff"}, last={"reason": "Error", "exitCode": 1, "message": trace})
+    failure = pod_failure(crashing)
+    assert failure is not None and failure.reason == "crash loop: exited with code 1: KeyError: 'x'"
+    assert failure.detail == trace
+    summary = summarize(deployment(updated=1, available=0), [crashing])
+    assert (summary.error, summary.traceback) == (failure.reason, trace)
+
+
 def test_summary_serves_the_old_version_until_a_new_pod_is_ready() -> None:
     summary = summarize(deployment(updated=1, available=1), [pod("old", "v1", ready=True), pod("new")])
     assert (summary.serving_version, summary.stale, summary.requested) == ("v1", 1, 3)

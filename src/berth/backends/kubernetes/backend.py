@@ -27,7 +27,7 @@ from berth.backends.kubernetes.cluster import Cluster, ConfigMap, key
 from berth.backends.kubernetes.labels import API_LABEL, api_selector
 from berth.backends.kubernetes.settings import ClusterSettings, kubeconfig_paths
 from berth.config.loader import SpecFile
-from berth.errors import BerthError, DaemonUnavailable, NotFound
+from berth.errors import BerthError, Conflict, DaemonUnavailable, NotFound
 
 POLL_INTERVAL = 1.0  # get_api answers from what it read this long ago: `deploy --wait` asks 20 times a second
 LOCAL_PORT = 8080  # the port-forward berth suggests when no Gateway routes to the APIs
@@ -116,6 +116,11 @@ class KubernetesBackend:
             version = rollout.deployment_version(deployment) or ""
             with self._talking():
                 live = cluster.deployment(api.name)
+                if live is not None and not cluster_managed(live):
+                    raise Conflict(f"a Deployment named {api.name!r} that berth did not create exists in "
+                                   f"{self.where}; berth will not take it over",
+                                   hint="rename the API in the spec file, or deploy to another namespace "
+                                        "(`berth env configure ... --namespace`)")
                 cluster.apply(rendered)
                 cluster.prune(api.name, {key(o) for o in rendered})
             self._documents.clear()
@@ -187,7 +192,7 @@ class KubernetesBackend:
             "metrics": {},  # request counts live in the cluster's Prometheus, not in berth
             "in_flight": None,
             "error": summary.error,
-            "traceback": None,
+            "traceback": summary.traceback,  # a crash loop's last termination message (its traceback's tail)
             "deleting": bool(deployment["metadata"].get("deletionTimestamp")),
             "rollout": summary.rollout.message,
             "environment_name": self.env.name,

@@ -64,6 +64,7 @@ class PodFailure:
     status: APIStatus  # error | error (out of memory) | compute unavailable
     reason: str  # the line `berth get` shows, starting with a word deploy --wait knows
     pod: str
+    detail: str | None = None  # the whole termination message (a traceback's tail), when longer than a line
 
 
 def pod_failure(pod: Mapping[str, Any]) -> PodFailure | None:
@@ -85,7 +86,9 @@ def pod_failure(pod: Mapping[str, Any]) -> PodFailure | None:
                               f"out of memory: container {container.get('name')} was killed at its memory "
                               f"limit{f' ({limit})' if limit else ''} (OOMKilled)", name)
         if reason == "CrashLoopBackOff":
-            return PodFailure(APIStatus.ERROR, f"crash loop: {_termination(last)}", name)
+            message = (last.get("message") or "").strip()
+            return PodFailure(APIStatus.ERROR, f"crash loop: {_termination(last)}", name,
+                              message if "\n" in message else None)
         if reason in CONFIG_ERRORS:
             return PodFailure(APIStatus.ERROR, f"cannot start the container: {waiting.get('message') or reason}",
                               name)
@@ -107,7 +110,8 @@ def _termination(terminated: Mapping[str, Any]) -> str:
     or its exit code."""
     if not terminated:
         return "the container keeps exiting"
-    message = (terminated.get("message") or "").strip()
+    lines = (terminated.get("message") or "").strip().splitlines()
+    message = lines[-1].strip() if lines else ""  # a traceback's last line: the exception
     code = terminated.get("exitCode")
     said = f"exited with code {code}" if code is not None else "exited"
     return f"{said}: {message}" if message else said
@@ -226,6 +230,7 @@ class Summary:
     serving_version: str
     error: str | None
     rollout: Rollout
+    traceback: str | None = None
 
 
 def summarize(deployment: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Summary:
@@ -271,5 +276,7 @@ def summarize(deployment: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) 
     serving = version
     if up_to_date == 0 and ready:
         serving = Counter(pod_version(pod) or "" for pod in ready).most_common(1)[0][0]
+    detail = next((f.detail for f in failures if f.detail and f.reason in (error or "")), None)
     return Summary(status=api_status, up_to_date=up_to_date, stale=stale, failed=len(failures),
-                   requested=requested, version=version, serving_version=serving, error=error, rollout=rollout)
+                   requested=requested, version=version, serving_version=serving, error=error, rollout=rollout,
+                   traceback=detail)
