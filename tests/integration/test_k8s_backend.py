@@ -293,3 +293,55 @@ async def test_fake_api_deploy_refuses_to_take_over_a_deployment_berth_did_not_m
     with pytest.raises(Conflict):
         await in_thread(lambda: backend_on(fake).deploy(load_spec(tmp_path / "berth.yaml")))
     assert stored(fake, DEPLOYMENTS, "hello")["metadata"]["labels"] == {"app": "hello"}  # type: ignore[index]
+
+
+async def test_fake_api_cli_get_and_logs_read_a_kubernetes_environment(fake: Any, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI end to end: environments.json names a context of the user's kubeconfig, which points at the fake."""
+    import json
+
+    from click.testing import CliRunner
+
+    from berth.cli.main import cli
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "fake", "cluster": {"server": str(fake.url)}},
+                     {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "contexts": [{"name": "prod-eu", "context": {"cluster": "fake", "user": "nobody"}},
+                     {"name": "other", "context": {"cluster": "nowhere", "user": "nobody"}}],
+        "users": [{"name": "nobody", "user": {}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "environments.json").write_text(json.dumps({"version": 1, "default": "local", "environments": {
+        "prod": {"provider": "kubernetes", "settings": {"context": "prod-eu", "namespace": NS}}}}))
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v1")
+    fake.objects["v1/pods", NS, "iris-a"] = pod("iris", "iris-a", "v1", ready=True)
+    fake[f"get /api/v1/namespaces/{NS}/pods/iris-a/log"] << b"ready\n"
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--home", str(home), *args])
+
+    got = await in_thread(lambda: run("get", "-e", "prod", "-o", "json"))
+    assert got.exit_code == 0, got.output
+    [api] = json.loads(got.output)
+    assert (api["name"], api["status"], api["up_to_date"]) == ("iris", "live", 1)
+    logs = await in_thread(lambda: run("logs", "iris", "-e", "prod"))
+    assert (logs.exit_code, logs.output) == (0, "[iris-a] ready\n")
+    missing = await in_thread(lambda: run("get", "nope", "-e", "prod"))
+    assert missing.exit_code == 3 and "no API named 'nope'" in missing.output
+
+
+async def test_fake_api_url_is_the_gateways_address_or_a_port_forward_hint(fake: Any) -> None:
+    from berth.errors import BerthError
+
+    fake.objects[DEPLOYMENTS, NS, "iris"] = deployment("iris", "v1")
+    with pytest.raises(BerthError) as raised:
+        await in_thread(lambda: backend_on(fake).url("iris"))
+    assert "kubectl -n ml port-forward svc/iris 8080:80" in (raised.value.hint or "")
+    fake.objects["gateway.networking.k8s.io/v1/gateways", "edge", "public"] = {
+        "metadata": {"name": "public", "namespace": "edge"}, "status": {"addresses": [{"value": "203.0.113.7"}]}}
+    url = await in_thread(lambda: backend_on(fake, gateway="edge/public").url("iris"))
+    assert url == "http://203.0.113.7/iris"
