@@ -27,6 +27,7 @@ from berth.runtime import oip
 from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher
 from berth.runtime.clients import PythonClient
+from berth.runtime.concurrency import send_busy
 from berth.runtime.contract import STATS_PATH
 from berth.runtime.errors import (
     REQUEST_ID_KEY,
@@ -68,6 +69,7 @@ class ReplicaSettings:
     process_index: int = 0
     model_cache: Path | None = None  # where remote models are mirrored (shared by every replica)
     version: str | None = None  # the API version served, reported by GET /stats
+    max_concurrency: int | None = None  # predicts in flight beyond this get 503 (Kubernetes: no gateway in front)
 
     @property
     def predictor_path(self) -> Path:
@@ -217,6 +219,11 @@ class ReplicaApp:
             request_id = given.decode("ascii")
         else:
             request_id = f"{self._id_prefix}-{next(self._ids)}"
+        limit = self.settings.max_concurrency
+        if limit is not None and self.metrics.in_flight >= limit:
+            self.metrics.observe(await send_busy(send, self.settings.api.name, limit, request_id),
+                                 time.perf_counter() - started)
+            return
         self.metrics.in_flight += 1
         try:
             status = await self._predict(scope, receive, send, content_type, request_id)

@@ -18,6 +18,7 @@ import uvicorn
 
 from berth.config.schema import RealtimeAPI
 from berth.runtime.app import ReplicaApp, ReplicaSettings
+from berth.runtime.concurrency import limit_from
 from berth.runtime.contract import EXIT_INIT_FAILED, EXIT_SIBLING_DIED, Failure, ReplicaArgs, socket_path, write_failure
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = ReplicaSettings(api=api, project=args.project, replica_id=args.replica_id,
                                process_index=args.process_index, model_cache=args.model_cache,
-                               version=args.version)
+                               version=args.version, max_concurrency=limit_from(os.environ))
     sockets: list[socket.socket] | None = None
     listen: dict[str, object] = {}
     if args.port is not None and args.process_index == 0:
