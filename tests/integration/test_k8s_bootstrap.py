@@ -17,6 +17,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -40,21 +41,23 @@ class PythonPredictor:
 """
 
 DEMO_PREDICTOR = """
+import asyncio
 import berthdemo
 
 class PythonPredictor:
     def __init__(self, config):
         pass
 
-    def predict(self, payload):
+    async def predict(self, payload):
+        await asyncio.sleep(payload.get("sleep", 0))
         return {"berthdemo": berthdemo.__version__}
 """
 
 
-def api_spec(**predictor: object) -> dict[str, object]:
+def api_spec(limit: int = 7, **predictor: object) -> dict[str, object]:
     spec = {"name": "iris", "kind": "RealtimeAPI", "compute": {"cpu": 2},
             "predictor": {"type": "python", "path": "predictor.py", **predictor},
-            "autoscaling": {"max_replica_concurrency": 7}}
+            "autoscaling": {"max_replica_concurrency": limit}}
     return RealtimeAPI.model_validate(spec).model_dump(mode="json")
 
 
@@ -204,6 +207,14 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path, deadline:
     raise AssertionError(f"not ready in {deadline}s:\n{log.read_text()}")
 
 
+def wait_in_flight(port: int, count: int, deadline: float = 5.0) -> None:
+    gauge = f'berth_replica_in_flight_requests{{api_name="iris"}} {float(count)}'
+    limit = time.monotonic() + deadline
+    while gauge not in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text:
+        assert time.monotonic() < limit, f"never {count} in flight"
+        time.sleep(0.02)
+
+
 def stop(process: subprocess.Popen[bytes]) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -218,7 +229,7 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 def test_a_pod_builds_its_environment_becomes_the_runtime_and_a_restart_reuses_it(
         tmp_path: Path, index: PackageIndex) -> None:
     port = free_port()
-    argv = pod(tmp_path, {"predictor.py": DEMO_PREDICTOR, "requirements.txt": "berthdemo==1.0\n"})
+    argv = pod(tmp_path, {"predictor.py": DEMO_PREDICTOR, "requirements.txt": "berthdemo==1.0\n"}, api_spec(limit=1))
     argv[argv.index("--port") + 1] = str(port)
     argv += ["--host", "127.0.0.1"]
     env = {**os.environ, "UV_INDEX_URL": index.url, "BERTH_API": "iris"}
@@ -233,8 +244,13 @@ def test_a_pod_builds_its_environment_becomes_the_runtime_and_a_restart_reuses_i
             assert command[0].startswith(str(tmp_path / "envs")), command
             answer = httpx.post(f"http://127.0.0.1:{port}/", json={}, timeout=5)
             assert answer.json() == {"berthdemo": "1.0"}
-            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            assert 'berth_replica_in_flight_requests{api_name="iris"}' in metrics
+            if start_number == 1:  # max_replica_concurrency 1, enforced by the replica itself
+                with ThreadPoolExecutor(1) as pool:
+                    slow = pool.submit(httpx.post, f"http://127.0.0.1:{port}/", json={"sleep": 1.5}, timeout=10)
+                    wait_in_flight(port, 1)
+                    turned = httpx.post(f"http://127.0.0.1:{port}/", json={}, timeout=5)
+                    assert turned.status_code == 503 and turned.headers["x-berth-reason"] == "max-replica-concurrency"
+                    assert slow.result().status_code == 200
         finally:
             code = stop(process)
         assert code in (0, -signal.SIGTERM), log.read_text()
