@@ -159,11 +159,13 @@ def test_every_command_takes_env(args: list[str]) -> None:
     assert "-e, --env NAME" in result.output
 
 
-def test_a_provider_this_berth_cannot_talk_to_is_a_clear_error(home: Path) -> None:
+def test_a_kubernetes_environment_without_a_kubeconfig_is_a_clear_error(home: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
     environments.save(home, Registry().with_environment(Environment("prod", Provider.KUBERNETES)))
     result = berth(home, "get", "-e", "prod")
     assert result.exit_code == 1
-    assert "environment 'prod' uses the kubernetes provider" in result.stderr
+    assert "environment 'prod': cannot use the kubeconfig" in result.stderr
     result = berth(home, "cluster", "status", "-e", "prod")
     assert result.exit_code == 1 and "manages the local daemon" in result.stderr
 

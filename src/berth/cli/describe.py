@@ -32,10 +32,13 @@ def describe(obj: CLIContext, api: str, output: str) -> None:
     console = obj.console
     serving = "" if data["serving_version"] == data["version"] else f" (serving {data['serving_version']})"
     console.print(f"[bold]{escape(data['name'])}[/bold]  {render.styled(data['status'])}  "
-                  f"requested {data['requested']}  version {data['version']}{serving}  "
-                  f"in flight {data['in_flight']}", soft_wrap=True)
+                  f"requested {data['requested']}  version {data['version']}{serving}"
+                  + (f"  in flight {data['in_flight']}" if data.get("in_flight") is not None else ""), soft_wrap=True)
     console.print(f"endpoint: {data['url']}", soft_wrap=True)
-    console.print(f"python: {_environment(data.get('environment'))}", soft_wrap=True, highlight=False)
+    if data.get("access"):
+        console.print(f"reach it: {escape(data['access'])}", soft_wrap=True)
+    if "environment" in data:  # the local daemon's: a version's Python environment
+        console.print(f"python: {_environment(data.get('environment'))}", soft_wrap=True, highlight=False)
     if data.get("error"):
         console.print(f"[red]error:[/red] {escape(data['error'])}", soft_wrap=True)
     console.print()

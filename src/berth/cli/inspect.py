@@ -96,6 +96,8 @@ def _detail(api: dict[str, Any], now: float, verbose: bool, width: int,
             since: str | None = None) -> list[RenderableType]:
     parts: list[RenderableType] = [render.api_table([api], now, width), *_window_note(since), Text("")]
     parts.append(Text.from_markup(f"[bold]endpoint:[/bold] {escape(api['url'])}"))
+    if api.get("access"):  # a cluster without a Gateway: the command that makes the endpoint reachable
+        parts.append(Text.from_markup(f"[bold]reach it:[/bold] {escape(api['access'])}"))
     parts.append(Text.from_markup(f"[bold]example:[/bold]  {escape(render.curl_example(api))}"))
     if api.get("error"):
         parts.append(Text.from_markup(f"\n[red]error:[/red] {escape(api['error'])}"))

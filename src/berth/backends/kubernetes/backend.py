@@ -154,8 +154,6 @@ class KubernetesBackend:
             pods = self.cluster().pods(api_selector(name))
             document = self._summary(deployment, pods)
             document.update(self._detail(deployment, pods))
-            if detail:
-                document["environment"] = None
         self._documents[(name, detail)] = (time.monotonic(), document)
         return document
 
