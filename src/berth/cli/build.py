@@ -24,7 +24,8 @@ import click
 from rich.markup import escape
 
 from berth import __version__
-from berth.cli.context import CLIContext, pass_context
+from berth.backends.environments import Provider
+from berth.cli.context import CLIContext, env_option, pass_context
 from berth.cli.deploy import _load
 from berth.config.project import ROOT_DOTFILES, ProjectFile, scan_project
 from berth.errors import BerthError, ConfigError
@@ -156,6 +157,7 @@ def _docker_answers(docker: str) -> bool:
               help=f"Where to write the Containerfile and the build context (default: <project>/{BUILD_FOLDER}).")
 @click.option("--print", "print_only", is_flag=True,
               help="Write the Containerfile and print the build command instead of running it.")
+@env_option
 @pass_context
 def build(obj: CLIContext, path: Path, tag: str | None, base: str | None, engine: str | None, out: Path | None,
           print_only: bool) -> None:
@@ -185,8 +187,16 @@ def build(obj: CLIContext, path: Path, tag: str | None, base: str | None, engine
         raise BerthError(f"the image build failed ({Path(found).name} exited with {code}); its output is above",
                          hint=f"the Containerfile is {folder.containerfile}")
     obj.err.print(f"[green]built[/green] {escape(tag)}: push it to a registry your cluster pulls from, then "
-                  f"`berth env configure NAME --provider kubernetes --image {escape(tag)}`", soft_wrap=True)
+                  f"`{escape(_configure_command(obj, tag))}`", soft_wrap=True)
     click.echo(tag)
+
+
+def _configure_command(obj: CLIContext, tag: str) -> str:
+    """What points the environment (`-e`, or the default when it is a cluster) at the new image."""
+    env = obj.environment()
+    if env.provider is Provider.KUBERNETES:
+        return f"berth env configure {env.name} --image {tag}"
+    return f"berth env configure NAME --provider kubernetes --image {tag}"
 
 
 def _quote(part: str) -> str:

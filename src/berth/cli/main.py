@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from berth import __version__
-from berth.cli import cluster, dashboard, deploy, describe, env, export, inspect, monitor, operate
+from berth.cli import build, cluster, dashboard, deploy, describe, env, export, inspect, monitor, operate
 from berth.cli.context import CLIContext, make_console
 from berth.errors import BerthError, ConfigError
 
@@ -52,7 +52,7 @@ def cli(ctx: click.Context, home: Path, port: int) -> None:
 
 for command in (deploy.deploy, deploy.validate, inspect.get, describe.describe, describe.refresh, operate.predict,
                 operate.logs, operate.delete, cluster.cluster, env.env, monitor.monitor, dashboard.dashboard,
-                export.export):
+                export.export, build.build):
     cli.add_command(command)
 
 
