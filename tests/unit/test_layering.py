@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "berth"
-RANK = {"config": 0, "errors": 0, "core": 1, "observability": 2, "gateway": 3, "runtime": 3, "backends": 3, "dashboard": 3, "pyenv": 3,
+RANK = {"config": 0, "errors": 0, "core": 1, "observability": 2, "gateway": 3, "runtime": 3, "backends": 3, "activator": 3, "dashboard": 3, "pyenv": 3,
         "control": 4, "client": 5, "cli": 6, "__main__": 7, "__init__": 0}
 IO_MODULES = {"socket", "subprocess", "asyncio", "sqlite3", "os", "time", "httpx", "uvicorn", "starlette",
               "psutil", "threading"}
