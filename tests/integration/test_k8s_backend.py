@@ -12,6 +12,9 @@ The sync lightkube client runs in a worker thread while the fake serves on the t
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +28,7 @@ from berth.backends.kubernetes.backend import KubernetesBackend
 from berth.backends.kubernetes.cluster import RESTARTED_AT, Cluster
 from berth.config.loader import load_spec
 from berth.core.status import APIStatus
-from berth.errors import Conflict, DaemonUnavailable, NotFound
+from berth.errors import BerthError, Conflict, DaemonUnavailable, NotFound
 
 pytestmark = [pytest.mark.fake_api, pytest.mark.asyncio]
 
@@ -49,7 +52,7 @@ async def in_thread(fn: Callable[[], T]) -> T:
 
 @pytest.fixture()
 def fake(kmock: Any) -> Any:
-    for resource in (DEPLOYMENTS, "v1/services", "v1/configmaps", "v1/pods", "v1/events", "apps/v1/replicasets",
+    for resource in (DEPLOYMENTS, "v1/services", "v1/configmaps", "v1/secrets", "v1/pods", "v1/events", "apps/v1/replicasets",
                      "policy/v1/poddisruptionbudgets", "autoscaling/v2/horizontalpodautoscalers"):
         kmock.resources[resource] = {}
     return kmock
@@ -277,8 +280,9 @@ async def test_fake_api_deploy_applies_prunes_and_reports_changes(fake: Any, tmp
     (tmp_path / "predictor.py").write_text((tmp_path / "predictor.py").read_text() + "\n# changed\n")
     [updated] = await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
     assert updated.action == "updating" and updated.version != created.version
-    # The previous version's code ConfigMap is pruned; the new one is there.
-    assert len(names(fake, "v1/configmaps")) == 1 and names(fake, "v1/configmaps") != first_code
+    # The previous version's code ConfigMap stays while the Deployment ran it until now (its pods may restart
+    # mid-rollout); the retention tests below follow it until it is pruned.
+    assert len(names(fake, "v1/configmaps")) == 2 and first_code < names(fake, "v1/configmaps")
 
 
 async def test_fake_api_deploy_refuses_to_take_over_a_deployment_berth_did_not_make(fake: Any,
@@ -345,3 +349,135 @@ async def test_fake_api_url_is_the_gateways_address_or_a_port_forward_hint(fake:
         "metadata": {"name": "public", "namespace": "edge"}, "status": {"addresses": [{"value": "203.0.113.7"}]}}
     url = await in_thread(lambda: backend_on(fake, gateway="edge/public").url("iris"))
     assert url == "http://203.0.113.7/iris"
+
+
+PREDICTOR = """\
+class PythonPredictor:
+    def __init__(self, config):
+        self.config = config
+
+    def predict(self, payload):
+        return payload
+"""
+
+
+def hello_project(folder: Path, autoscaling: str = "") -> Path:
+    (folder / "predictor.py").write_text(PREDICTOR)
+    (folder / "berth.yaml").write_text("- name: hello\n  kind: RealtimeAPI\n  predictor:\n    type: python\n"
+                                       f"    path: predictor.py\n{autoscaling}")
+    return folder / "berth.yaml"
+
+
+def change_code(folder: Path) -> None:
+    (folder / "predictor.py").write_text((folder / "predictor.py").read_text() + "# changed\n")
+
+
+def mounted_configmap(fake: Any) -> str:
+    volumes = stored(fake, DEPLOYMENTS, "hello")["spec"]["template"]["spec"]["volumes"]  # type: ignore[index]
+    return str(next(v["configMap"]["name"] for v in volumes if "configMap" in v))
+
+
+def replica_set(name: str, configmap: str, secret: str | None = None) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [{"name": "code", "configMap": {"name": configmap}}]
+    if secret is not None:
+        volumes.append({"name": "dotenv", "secret": {"secretName": secret}})
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": NS, "labels": labels("hello", "old")},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"berth.dev/api": "hello"}},
+                     "template": {"metadata": {"labels": labels("hello", "old")},
+                                  "spec": {"containers": [], "volumes": volumes}}}}
+
+
+async def test_fake_api_deploy_keeps_the_code_configmaps_a_replica_set_still_mounts_and_prunes_the_rest(
+        fake: Any, tmp_path: Path) -> None:
+    spec_file = hello_project(tmp_path)
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    first = mounted_configmap(fake)
+    change_code(tmp_path)
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    second = mounted_configmap(fake)
+    # The old ReplicaSet of the first version (within revisionHistoryLimit) still mounts its ConfigMap.
+    fake.objects["apps/v1/replicasets", NS, "hello-first"] = replica_set("hello-first", first)
+    change_code(tmp_path)
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    third = mounted_configmap(fake)
+    assert names(fake, "v1/configmaps") == {first, second, third}
+    # The Deployment controller dropped that ReplicaSet (revisionHistoryLimit): its ConfigMap goes at the next
+    # deploy, and so does the one no ReplicaSet mounts any more.
+    del fake.objects["apps/v1/replicasets", NS, "hello-first"]
+    change_code(tmp_path)
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    assert names(fake, "v1/configmaps") == {third, mounted_configmap(fake)}
+    deployment_spec = stored(fake, DEPLOYMENTS, "hello")["spec"]  # type: ignore[index]
+    assert deployment_spec["revisionHistoryLimit"] == 5
+
+
+async def test_fake_api_deploy_applies_the_dot_env_secret_and_never_says_its_values(fake: Any,
+                                                                                  tmp_path: Path) -> None:
+    spec_file = hello_project(tmp_path)
+    (tmp_path / ".env").write_text("TOKEN=not-a-real-secret\n")
+    lines: list[str] = []
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file), progress=lines.append))
+    [secret_name] = names(fake, "v1/secrets")
+    secret = stored(fake, "v1/secrets", secret_name)
+    assert secret is not None and secret["type"] == "Opaque" and secret["immutable"] is True
+    assert base64.b64decode(secret["data"][".env"]) == b"TOKEN=not-a-real-secret\n"
+    assert secret["metadata"]["labels"]["berth.dev/api"] == "hello"
+    pod = stored(fake, DEPLOYMENTS, "hello")["spec"]["template"]["spec"]  # type: ignore[index]
+    assert {"name": "dotenv", "secret": {"secretName": secret_name, "defaultMode": 0o440}} in pod["volumes"]
+    assert "--dotenv" in pod["containers"][0]["args"]
+    # A changed .env is a new Secret; the old one stays while the Deployment ran it, then goes.
+    (tmp_path / ".env").write_text("TOKEN=another-one\n")
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file), progress=lines.append))
+    assert secret_name in names(fake, "v1/secrets") and len(names(fake, "v1/secrets")) == 2
+    change_code(tmp_path)
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file), progress=lines.append))
+    assert secret_name not in names(fake, "v1/secrets") and len(names(fake, "v1/secrets")) == 1
+    assert not any("not-a-real-secret" in line or "another-one" in line for line in lines)
+    # delete removes the Secrets with the rest.
+    await in_thread(lambda: backend_on(fake).delete("hello"))
+    assert names(fake, "v1/secrets") == set()
+
+
+def _deployment_applies(fake: Any, manager: str = "berth") -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in fake if r.method == "PATCH" and r.name == "hello"
+            and r.resource is not None and r.resource.plural == "deployments"
+            and r.params.get("fieldManager") == manager]
+
+
+async def test_fake_api_a_new_deployment_starts_at_init_replicas_and_updates_send_no_replicas(
+        fake: Any, tmp_path: Path) -> None:
+    spec_file = hello_project(tmp_path, "  autoscaling:\n    min_replicas: 1\n    max_replicas: 6\n"
+                                        "    init_replicas: 4\n")
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    [create] = _deployment_applies(fake)
+    assert create["spec"]["replicas"] == 4
+    # The count gets a second owner, so that leaving it out of berth's next applies does not reset it.
+    [hand_over] = _deployment_applies(fake, "berth-initial-replicas")
+    assert hand_over["spec"] == {"replicas": 4}
+    assert stored(fake, DEPLOYMENTS, "hello")["spec"]["replicas"] == 4  # type: ignore[index]
+    # The autoscaler scales it; an update (new code) must not touch the live count.
+    fake.objects[DEPLOYMENTS, NS, "hello"] = {**stored(fake, DEPLOYMENTS, "hello"),  # type: ignore[dict-item]
+                                              "spec": {**stored(fake, DEPLOYMENTS, "hello")["spec"],  # type: ignore[index]
+                                                       "replicas": 6}}
+    change_code(tmp_path)
+    [update] = await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    assert update.action == "updating"
+    applies = _deployment_applies(fake)
+    assert len(applies) == 2 and "replicas" not in applies[1]["spec"]
+    assert len(_deployment_applies(fake, "berth-initial-replicas")) == 1
+    assert stored(fake, DEPLOYMENTS, "hello")["spec"]["replicas"] == 6  # type: ignore[index]
+
+
+async def test_fake_api_code_over_the_configmap_limit_deploys_with_a_baked_image(fake: Any, tmp_path: Path) -> None:
+    spec_file = hello_project(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(os.urandom(1100 * 1024))
+    lines: list[str] = []
+    backend = backend_on(fake, image="registry.example/team/hello:2")
+    [created] = await in_thread(lambda: backend.deploy(load_spec(spec_file), progress=lines.append))
+    assert created.action == "creating"
+    [configmap] = [stored(fake, "v1/configmaps", name) for name in names(fake, "v1/configmaps")]
+    assert configmap is not None and "binaryData" not in configmap and set(configmap["data"]) == {"spec.json"}
+    assert any("registry.example/team/hello:2" in line and "berth build" in line for line in lines)
+    with pytest.raises(BerthError, match="berth build"):
+        await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))

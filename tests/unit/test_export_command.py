@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,42 @@ def test_an_example_exports(home: Path) -> None:
     result = berth(home, "export", str(EXAMPLES / "iris-classifier"), "-e", "prod")
     assert result.exit_code == 0, result.output
     assert ("Deployment", "iris-classifier") in kinds(result.stdout)
+
+
+def test_a_dot_env_is_never_printed_and_stderr_says_how_to_create_its_secret(home: Path, project: Path,
+                                                                             tmp_path: Path) -> None:
+    settings = configure(home, namespace="ml", context="prod-eu", prometheus="http://prom:9090")
+    (project / ".env").write_text("TOKEN=not-a-real-secret\n")
+    result = berth(home, "export", str(project), "-e", "prod")
+    assert result.exit_code == 0, result.output
+    assert "not-a-real-secret" not in result.output and "TOKEN" not in result.stdout
+    assert result.stdout == to_yaml(render_spec(load_spec(project), settings, secret_data=False))
+    items = [item for item in yaml.safe_load_all(result.stdout) if item]
+    assert not any(item["kind"] == "Secret" for item in items)
+    mounted = sorted(volume["secret"]["secretName"] for item in items if item["kind"] == "Deployment"
+                     for volume in item["spec"]["template"]["spec"]["volumes"] if "secret" in volume)
+    assert [name.rpartition("-")[0] for name in mounted] == ["bonjour-dotenv", "hello-dotenv"]
+    for name in mounted:
+        assert (f"kubectl --context prod-eu -n ml create secret generic {name} "
+                f"--from-file=.env={load_spec(project).root / '.env'}") in result.stderr
+    out = tmp_path / "out"
+    written = berth(home, "export", str(project), "-e", "prod", "--out", str(out))
+    assert written.exit_code == 0, written.output
+    assert "not-a-real-secret" not in written.output
+    assert not any("not-a-real-secret" in path.read_text() for path in out.iterdir())
+    # Without a .env, nothing is said about Secrets.
+    (project / ".env").unlink()
+    assert "secret" not in berth(home, "export", str(project), "-e", "prod").stderr
+
+
+def test_code_too_large_for_a_configmap_exports_with_a_baked_image_and_a_note(home: Path, project: Path) -> None:
+    configure(home, prometheus="http://prom:9090", image="registry.example/team/big:1")
+    (project / "weights.bin").write_bytes(os.urandom(1100 * 1024))
+    result = berth(home, "export", str(project), "-e", "prod")
+    assert result.exit_code == 0, result.output
+    configmaps = [item for item in yaml.safe_load_all(result.stdout) if item and item["kind"] == "ConfigMap"]
+    assert configmaps and all("binaryData" not in item for item in configmaps)
+    assert "registry.example/team/big:1" in result.stderr and "berth build" in result.stderr
+    configure(home, prometheus="http://prom:9090")
+    refused = CliRunner().invoke(cli, ["--home", str(home), "export", str(project), "-e", "prod"])
+    assert refused.exit_code != 0 and "berth build" in refused.output

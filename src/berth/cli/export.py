@@ -3,11 +3,17 @@
 Nothing here talks to the cluster: the objects come from the spec file, the project's files and the
 environment's settings alone. Without a cluster to ask whether KEDA is installed, the environment's
 `prometheus` setting decides: set, a KEDA ScaledObject; unset, the autoscaling/v2 HPA fallback (and a warning).
+
+A project's `.env` never appears in the output: its Secret is left out (the Deployment mounts it by name),
+and stderr says the one kubectl command that creates it from the file.
+Export renders no `replicas` for an autoscaled Deployment (a GitOps tool applies the same file again and
+again; berth deploy sets init_replicas only when it creates the Deployment).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,19 @@ def export(obj: CLIContext, path: Path, out: Path | None) -> None:
     from berth.backends.kubernetes.labels import API_LABEL
     from berth.backends.kubernetes.render import render_spec, to_yaml
 
-    objects = render_spec(spec, settings, keda=settings.prometheus is not None)
+    def note(message: str) -> None:
+        obj.err.print(f"[yellow]note:[/yellow] {escape(message)}", soft_wrap=True)
+
+    objects = render_spec(spec, settings, keda=settings.prometheus is not None, secret_data=False, progress=note)
+    secrets = sorted({volume["secret"]["secretName"] for item in objects if item.get("kind") == "Deployment"
+                      for volume in item["spec"]["template"]["spec"].get("volumes", []) if "secret" in volume})
+    if secrets:
+        context = f" --context {shlex.quote(settings.context)}" if settings.context else ""
+        dotenv = shlex.quote(f"{spec.root / '.env'}")
+        commands = "\n".join(f"  kubectl{context} -n {settings.namespace} create secret generic {name} "
+                             f"--from-file=.env={dotenv}" for name in secrets)
+        obj.err.print(f"[yellow]note:[/yellow] the project's .env is not in this output (its values are secret). "
+                      f"Create the Secret the pods mount before applying it:\n{escape(commands)}", soft_wrap=True)
     fallback = [item["metadata"]["name"] for item in objects if item.get("kind") == "HorizontalPodAutoscaler"]
     if fallback:
         obj.err.print(f"[yellow]warning:[/yellow] environment {escape(env.name)} has no prometheus address, so "

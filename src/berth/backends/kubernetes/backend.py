@@ -23,7 +23,7 @@ from lightkube.core.exceptions import ConfigError as KubeConfigError
 from berth.backends.base import APIDocument, Change, Deletion
 from berth.backends.environments import Environment
 from berth.backends.kubernetes import status as rollout
-from berth.backends.kubernetes.cluster import Cluster, ConfigMap, key
+from berth.backends.kubernetes.cluster import Cluster, ConfigMap, key, mounted
 from berth.backends.kubernetes.labels import API_LABEL, api_selector
 from berth.backends.kubernetes.settings import ClusterSettings, kubeconfig_paths
 from berth.config.loader import SpecFile
@@ -103,7 +103,17 @@ class KubernetesBackend:
         if not keda and progress is not None:
             progress(f"KEDA is not installed in the cluster ({self.where}): autoscaling falls back to an "
                      "autoscaling/v2 HorizontalPodAutoscaler on CPU; install KEDA to scale on in-flight requests")
-        objects = render_spec(spec, self.settings, keda=keda)
+        live: dict[str, dict[str, Any] | None] = {}
+        with self._talking():
+            for api in spec.apis:
+                found = live[api.name] = cluster.deployment(api.name)
+                if found is not None and not cluster_managed(found):
+                    raise Conflict(f"a Deployment named {api.name!r} that berth did not create exists in "
+                                   f"{self.where}; berth will not take it over",
+                                   hint="rename the API in the spec file, or deploy to another namespace "
+                                        "(`berth env configure ... --namespace`)")
+        objects = render_spec(spec, self.settings, keda=keda, progress=progress,
+                              initial={name for name, found in live.items() if found is None})
         by_api: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for obj in objects:
             by_api[str(((obj.get("metadata") or {}).get("labels") or {}).get(API_LABEL))].append(obj)
@@ -114,19 +124,23 @@ class KubernetesBackend:
             if deployment is None:
                 raise BerthError(f"nothing to deploy for {api.name}: the render made no Deployment")
             version = rollout.deployment_version(deployment) or ""
+            previous = live[api.name]
             with self._talking():
-                live = cluster.deployment(api.name)
-                if live is not None and not cluster_managed(live):
-                    raise Conflict(f"a Deployment named {api.name!r} that berth did not create exists in "
-                                   f"{self.where}; berth will not take it over",
-                                   hint="rename the API in the spec file, or deploy to another namespace "
-                                        "(`berth env configure ... --namespace`)")
                 cluster.apply(rendered)
-                cluster.prune(api.name, {key(o) for o in rendered})
+                replicas = (deployment.get("spec") or {}).get("replicas")
+                if previous is None and replicas is not None and any(
+                        o.get("kind") in ("ScaledObject", "HorizontalPodAutoscaler") for o in rendered):
+                    cluster.hand_over_replicas(api.name, int(replicas))
+                # Keep what the new render applied, what the Deployment ran until now (its new ReplicaSet may
+                # not exist yet) and, in `prune`, what any ReplicaSet of the API still mounts.
+                keep = {key(o) for o in rendered}
+                if previous is not None:
+                    keep |= mounted(((previous.get("spec") or {}).get("template")) or {})
+                cluster.prune(api.name, keep)
             self._documents.clear()
-            if live is None:
+            if previous is None:
                 action = "creating"
-            elif rollout.deployment_version(live) != version:
+            elif rollout.deployment_version(previous) != version:
                 action = "updating"
             else:
                 action = "up to date"

@@ -20,9 +20,13 @@ from lightkube import Client
 from lightkube.generic_resource import GenericNamespacedResource, create_api_info
 from lightkube.types import PatchType
 
-from berth.backends.kubernetes.labels import API_LABEL, MANAGED_BY
+from berth.backends.kubernetes.labels import API_LABEL, MANAGED_BY, api_selector
 
 FIELD_MANAGER = "berth"
+# The manager that keeps a new Deployment's initial replica count once berth's own applies leave the field
+# out (Kubernetes' server-side apply docs, "Transferring ownership": without a second owner, dropping the
+# field from berth's apply would reset it to the default of 1). The autoscaler takes it over when it scales.
+REPLICAS_MANAGER = "berth-initial-replicas"
 RESTARTED_AT = "berth.dev/restarted-at"  # the pod template annotation a refresh sets (kubectl: restartedAt)
 CONTAINER = "api"
 
@@ -41,6 +45,7 @@ def _resource(group: str, version: str, kind: str, plural: str) -> Resource:
 
 
 ConfigMap = _resource("", "v1", "ConfigMap", "configmaps")
+Secret = _resource("", "v1", "Secret", "secrets")
 Service = _resource("", "v1", "Service", "services")
 Pod = _resource("", "v1", "Pod", "pods")
 Event = _resource("", "v1", "Event", "events")
@@ -61,6 +66,7 @@ KINDS: dict[str, Resource] = {
     "Deployment": Deployment,
     "Service": Service,
     "ConfigMap": ConfigMap,
+    "Secret": Secret,
 }
 Key = tuple[str, str]  # (kind, name)
 
@@ -78,6 +84,18 @@ def key(obj: Mapping[str, Any]) -> Key:
 def matches(obj: Mapping[str, Any], selector: Mapping[str, str]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return all(labels.get(name) == value for name, value in selector.items())
+
+
+def mounted(template: Mapping[str, Any]) -> set[Key]:
+    """The ConfigMaps and Secrets a pod template mounts as volumes."""
+    volumes = ((template.get("spec") or {}).get("volumes")) or []
+    found: set[Key] = set()
+    for volume in volumes:
+        if (volume.get("configMap") or {}).get("name"):
+            found.add(("ConfigMap", str(volume["configMap"]["name"])))
+        if (volume.get("secret") or {}).get("secretName"):
+            found.add(("Secret", str(volume["secret"]["secretName"])))
+    return found
 
 
 def api_labels(api: str) -> dict[str, str]:
@@ -122,6 +140,22 @@ class Cluster:
             applied.append(as_dict(result))
         return applied
 
+    def hand_over_replicas(self, name: str, replicas: int) -> None:
+        """Give a just-created Deployment's `spec.replicas` a second owner (REPLICAS_MANAGER), so that berth's
+        later applies, which leave the field to the autoscaler, do not reset it."""
+        body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"replicas": replicas}}
+        self.client.apply(Deployment(**body), field_manager=REPLICAS_MANAGER, force=True,  # type: ignore[call-overload]
+                          namespace=self.namespace)
+
+    def in_use(self, api: str) -> set[Key]:
+        """The ConfigMaps and Secrets that a ReplicaSet of the API mounts: the ones a rollback, or an old pod
+        restarting mid-rollout, still needs. The Deployment's revisionHistoryLimit bounds how many remain."""
+        used: set[Key] = set()
+        for rs in self.replica_sets(api_selector(api)):
+            used |= mounted(((rs.get("spec") or {}).get("template")) or {})
+        return used
+
     def labelled(self, api: str) -> list[dict[str, Any]]:
         """Every object berth made for the API, of every kind it renders (kinds not served are skipped)."""
         found: list[dict[str, Any]] = []
@@ -132,10 +166,12 @@ class Cluster:
                 found.append(obj)
         return found
 
-    def prune(self, api: str, keep: Iterable[Key]) -> list[Key]:
+    def prune(self, api: str, keep: Iterable[Key], *, retain_mounted: bool = True) -> list[Key]:
         """Delete the API's objects (by its labels) that are not in `keep`, the set just applied; returns
-        what was deleted. Other APIs' objects and objects berth did not label are never touched."""
-        kept = set(keep)
+        what was deleted. Other APIs' objects and objects berth did not label are never touched.
+        With `retain_mounted`, the code ConfigMaps and `.env` Secrets a ReplicaSet of the API still mounts
+        are kept too (see `in_use`)."""
+        kept = set(keep) | (self.in_use(api) if retain_mounted else set())
         pruned = []
         for obj in self.labelled(api):
             if key(obj) not in kept:

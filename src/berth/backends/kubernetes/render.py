@@ -1,9 +1,10 @@
 """What a deploy applies to a cluster, as plain dicts: pure functions of the spec, the code and the settings.
 
-Per RealtimeAPI, in apply order: the code ConfigMap (immutable, named by the hash of its content), the
-Deployment, the Service, the autoscaler (a KEDA ScaledObject, or an autoscaling/v2 HPA without KEDA;
-none when min_replicas == max_replicas), the PodDisruptionBudget, and an HTTPRoute when the environment
-names a Gateway. The same inputs always give the same objects and the same YAML.
+Per RealtimeAPI, in apply order: the `.env` Secret when the project has a `.env`, the code ConfigMap (both
+immutable, named by the hash of their content), the Deployment, the Service, the autoscaler (a KEDA
+ScaledObject, or an autoscaling/v2 HPA without KEDA; none when min_replicas == max_replicas), the
+PodDisruptionBudget, and an HTTPRoute when the environment names a Gateway. The same inputs always give the
+same objects and the same YAML.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import yaml
@@ -19,10 +20,19 @@ import yaml
 from berth.backends.kubernetes.render_bundle import CodeBundle, bundle_project
 from berth.backends.kubernetes.render_route import http_route
 from berth.backends.kubernetes.render_scaling import autoscaled, horizontal_pod_autoscaler, scaled_object
-from berth.backends.kubernetes.render_workload import configmap, configmap_name, deployment, disruption_budget, service
+from berth.backends.kubernetes.render_workload import (
+    configmap,
+    configmap_name,
+    deployment,
+    disruption_budget,
+    dotenv_secret,
+    secret_name,
+    service,
+)
 from berth.backends.kubernetes.settings import ClusterSettings
 from berth.config.loader import SpecFile
 from berth.config.schema import RealtimeAPI
+from berth.config.units import format_bytes
 from berth.errors import ConfigError
 
 __all__ = ["CodeBundle", "bundle_project", "render_api", "render_spec", "spec_json", "to_yaml", "version_of"]
@@ -45,15 +55,27 @@ def spec_json(api: RealtimeAPI) -> str:
 
 
 def render_api(api: RealtimeAPI, bundle: CodeBundle, settings: ClusterSettings, *, keda: bool = True,
-               version: str) -> list[dict[str, Any]]:
-    """Every object of one API, in apply order (the ConfigMap before the Deployment that mounts it)."""
+               version: str, initial: bool = False, secret_data: bool = True) -> list[dict[str, Any]]:
+    """Every object of one API, in apply order (the Secret and ConfigMap before the Deployment that mounts them).
+
+    `initial`: the Deployment is being created, so it starts with init_replicas (later applies leave the
+    count to the autoscaler). `secret_data=False` leaves the `.env` Secret out of the objects (what
+    `berth export` prints) while the Deployment still mounts it by name: it is created apart, never printed.
+    """
     if not _DNS1035_LABEL.match(api.name):
         raise ConfigError([f"API {api.name}: a Kubernetes Service name must start with a letter"],
                           hint="rename the API (name: in the spec) to start with a letter")
     data = spec_json(api)
-    objects = [
+    objects: list[dict[str, Any]] = []
+    secret = None
+    if bundle.dotenv is not None:
+        secret = secret_name(api, bundle.dotenv)
+        if secret_data:
+            objects.append(dotenv_secret(api, bundle.dotenv, settings, version))
+    objects += [
         configmap(api, bundle, settings, version, data),
-        deployment(api, settings, version, configmap_name(api, bundle, data), autoscaled(api)),
+        deployment(api, settings, version, configmap_name(api, bundle, data), autoscaled(api), secret=secret,
+                   initial=initial),
         service(api, settings, version),
     ]
     if autoscaled(api):
@@ -66,12 +88,22 @@ def render_api(api: RealtimeAPI, bundle: CodeBundle, settings: ClusterSettings, 
     return objects
 
 
-def render_spec(spec: SpecFile, settings: ClusterSettings, *, keda: bool = True) -> list[dict[str, Any]]:
-    """Every API of a spec file, in the file's order, sharing one code bundle."""
-    bundle = bundle_project(spec.root, spec.path)
+def render_spec(spec: SpecFile, settings: ClusterSettings, *, keda: bool = True, initial: Collection[str] = (),
+                secret_data: bool = True, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Every API of a spec file, in the file's order, sharing one code bundle.
+
+    `initial`: names of the APIs whose Deployment does not exist yet (see `render_api`). `progress` hears
+    what the render decided on its own (code left to a baked image); never a `.env` value.
+    """
+    bundle = bundle_project(spec.root, spec.path, image=settings.image is not None)
+    if bundle.baked and progress is not None:
+        progress(f"the project's code is {format_bytes(bundle.size)} compressed, more than a Kubernetes ConfigMap "
+                 f"holds: it is not shipped, and the pods serve the project baked into image {settings.image} "
+                 "(made by `berth build`; rebuild and push it after changing the code)")
     objects: list[dict[str, Any]] = []
     for api in spec.apis:
-        objects += render_api(api, bundle, settings, keda=keda, version=version_of(api, bundle))
+        objects += render_api(api, bundle, settings, keda=keda, version=version_of(api, bundle),
+                              initial=api.name in initial, secret_data=secret_data)
     return objects
 
 

@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from berth.config.project import ROOT_DOTFILES, ProjectFile, scan_project
@@ -30,20 +30,33 @@ MAX_BUNDLE_BYTES = MAX_CONFIGMAP_BYTES - SPEC_ROOM
 class CodeBundle:
     name: str  # "code-<hash10>": the project's; each API's ConfigMap is named "<api>-code-<hash10>"
     digest: str  # sha256 (hex) of the uncompressed tar
-    data: bytes  # tar.gz
+    data: bytes  # tar.gz; empty when `baked`
+    # The project's `.env` (its bytes, for the API's Secret), None without one. Never shown (repr=False).
+    dotenv: bytes | None = field(default=None, repr=False)
+    # The code is over what a ConfigMap holds and the environment names an image: the pods serve the project
+    # `berth build` baked into it, and the ConfigMap carries spec.json only.
+    baked: bool = False
+    size: int = 0  # bytes of the tar.gz, also when `baked` (for the message that says so)
 
 
-def bundle_project(root: Path, spec_file: Path) -> CodeBundle:
+def bundle_project(root: Path, spec_file: Path, *, image: bool = False) -> CodeBundle:
     """The project's files (as a deploy snapshots them) as a reproducible tar.gz.
 
-    `.env` is left out: a ConfigMap is not a secret, and `berth export` output often lands in git.
+    `.env` is left out of the tarball: a ConfigMap is not a secret, and `berth export` output often lands
+    in git. Its bytes travel apart (`CodeBundle.dotenv`), for a Secret. `image`: the environment names an
+    image (`berth build`'s); code over the ConfigMap limit is then not an error but a `baked` bundle.
     """
     scan = scan_project(root, spec_file)
     if scan.problems:
         raise ConfigError(scan.problems)
     files = sorted((f for f in scan.files if not _secret(f)), key=lambda f: f.relative.as_posix())
+    dotenv = next((f.source.read_bytes() for f in scan.files if _secret(f) and f.relative.name == ".env"), None)
     tar = _tar(files)
     data = _gzip(tar)
+    digest = hashlib.sha256(tar).hexdigest()
+    if len(data) > MAX_BUNDLE_BYTES and image:
+        return CodeBundle(name=f"code-{digest[:10]}", digest=digest, data=b"", dotenv=dotenv, baked=True,
+                          size=len(data))
     if len(data) > MAX_BUNDLE_BYTES:
         raise BerthError(
             f"the project's code is {format_bytes(len(data))} compressed ({len(data)} bytes), more than a "
@@ -52,8 +65,7 @@ def bundle_project(root: Path, spec_file: Path) -> CodeBundle:
                  "`berth env configure NAME --image IMAGE`, or leave large files (models, data) out with "
                  ".berthignore and load them from remote storage",
         )
-    digest = hashlib.sha256(tar).hexdigest()
-    return CodeBundle(name=f"code-{digest[:10]}", digest=digest, data=data)
+    return CodeBundle(name=f"code-{digest[:10]}", digest=digest, data=data, dotenv=dotenv, size=len(data))
 
 
 def _secret(file: ProjectFile) -> bool:

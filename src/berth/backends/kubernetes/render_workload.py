@@ -24,8 +24,10 @@ SERVICE_PORT = 80
 CODE_DIR = "/srv/berth/code"
 WORK_DIR = "/srv/berth/work"
 ENVS_DIR = "/var/cache/berth/envs"
+SECRET_DIR = "/srv/berth/secret"
 CODE_KEY = "code.tar.gz"
 SPEC_KEY = "spec.json"
+DOTENV_KEY = ".env"
 GPU_RESOURCE = "nvidia.com/gpu"
 RUNTIME_UID = 10001
 # Seconds the pod keeps serving after it is marked terminating, so endpoints (Service, Gateway) stop
@@ -52,6 +54,8 @@ def configmap_name(api: RealtimeAPI, bundle: CodeBundle, spec_json: str) -> str:
 
 def configmap(api: RealtimeAPI, bundle: CodeBundle, settings: ClusterSettings, version: str,
               spec_json: str) -> dict[str, Any]:
+    """The code (`code.tar.gz`) and the spec (`spec.json`); the spec alone for a `baked` bundle, whose pods
+    serve the project built into their image (bootstrap finds no tarball and uses it)."""
     size = len(bundle.data) + len(spec_json.encode())
     if size > MAX_CONFIGMAP_BYTES:
         raise BerthError(
@@ -60,13 +64,34 @@ def configmap(api: RealtimeAPI, bundle: CodeBundle, settings: ClusterSettings, v
             hint="bake the project into an image with `berth build` and set it with "
                  "`berth env configure NAME --image IMAGE`",
         )
-    return {
+    out: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(api, configmap_name(api, bundle, spec_json), settings, version),
         "immutable": True,
         "data": {SPEC_KEY: spec_json},
-        "binaryData": {CODE_KEY: base64.b64encode(bundle.data).decode("ascii")},
+    }
+    if not bundle.baked:
+        out["binaryData"] = {CODE_KEY: base64.b64encode(bundle.data).decode("ascii")}
+    return out
+
+
+def secret_name(api: RealtimeAPI, dotenv: bytes) -> str:
+    """`<api>-dotenv-<hash10>`: immutable like the code ConfigMap, so a changed `.env` is a new Secret (and a
+    rolling update). The hash is salted with the API's name, so equal files of two APIs do not show as equal."""
+    digest = hashlib.sha256(b"berth-dotenv\0" + api.name.encode() + b"\0" + dotenv).hexdigest()
+    return f"{api.name}-dotenv-{digest[:10]}"
+
+
+def dotenv_secret(api: RealtimeAPI, dotenv: bytes, settings: ClusterSettings, version: str) -> dict[str, Any]:
+    """The project's `.env` as an Opaque Secret (key `.env`), mounted read-only at /srv/berth/secret."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(api, secret_name(api, dotenv), settings, version),
+        "type": "Opaque",
+        "immutable": True,
+        "data": {DOTENV_KEY: base64.b64encode(dotenv).decode("ascii")},
     }
 
 
@@ -115,9 +140,9 @@ def grace_period(api: RealtimeAPI) -> int:
     return PRESTOP_SLEEP + math.ceil(api.networking.timeout) + GRACE_MARGIN
 
 
-def container(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dict[str, Any]:
+def container(api: RealtimeAPI, settings: ClusterSettings, version: str, dotenv: bool = False) -> dict[str, Any]:
     probe = {"httpGet": {"path": "/healthz", "port": "http"}}
-    return {
+    out: dict[str, Any] = {
         "name": "api",
         "image": runtime_image(settings, gpu=api.compute.gpu > 0),
         "command": list(COMMAND),
@@ -147,20 +172,36 @@ def container(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dict
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    if dotenv:
+        out["args"] += ["--dotenv", f"{SECRET_DIR}/{DOTENV_KEY}"]
+        out["volumeMounts"].append({"name": "dotenv", "mountPath": SECRET_DIR, "readOnly": True})
+    return out
+
+
+def initial_replicas(api: RealtimeAPI) -> int:
+    """How many pods a new Deployment starts with: init_replicas, within min..max."""
+    scaling = api.autoscaling
+    init = scaling.init_replicas if scaling.init_replicas is not None else scaling.min_replicas
+    return max(scaling.min_replicas, min(init, scaling.max_replicas))
 
 
 def deployment(api: RealtimeAPI, settings: ClusterSettings, version: str, code: str,
-               autoscaled: bool) -> dict[str, Any]:
+               autoscaled: bool, *, secret: str | None = None, initial: bool = False) -> dict[str, Any]:
+    """`secret`: the name of the API's `.env` Secret, mounted when given. `initial`: the Deployment does not
+    exist yet, so it starts with init_replicas even when an autoscaler will own the count."""
     spec: dict[str, Any] = {}
     if not autoscaled:
-        # min == max: nothing else owns the count. With an autoscaler the field is left out, so a
-        # server-side apply never takes it back from the HPA.
+        # min == max: nothing else owns the count.
         spec["replicas"] = api.autoscaling.min_replicas
+    elif initial:
+        # Only on the create. Later applies leave the field out, so a server-side apply neither takes the
+        # count back from the autoscaler nor resets it (berth's manager gives the field up).
+        spec["replicas"] = initial_replicas(api)
     pod: dict[str, Any] = {
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
                             "fsGroup": RUNTIME_UID},
         "terminationGracePeriodSeconds": grace_period(api),
-        "containers": [container(api, settings, version)],
+        "containers": [container(api, settings, version, dotenv=secret is not None)],
         "volumes": [
             {"name": "code", "configMap": {"name": code}},
             {"name": "work", "emptyDir": {}},
@@ -168,6 +209,9 @@ def deployment(api: RealtimeAPI, settings: ClusterSettings, version: str, code: 
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if secret is not None:
+        # Readable by the runtime's group (fsGroup) only.
+        pod["volumes"].append({"name": "dotenv", "secret": {"secretName": secret, "defaultMode": 0o440}})
     if api.compute.gpu > 0:
         # GPU nodes are usually tainted; the device plugin's resource does the actual placement.
         pod["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
