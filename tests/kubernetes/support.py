@@ -38,7 +38,8 @@ CRD_FILES = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io_httproutes.yaml",
 }
 BUILTIN = {("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"), ("policy/v1", "PodDisruptionBudget"),
-           ("autoscaling/v2", "HorizontalPodAutoscaler")}
+           ("autoscaling/v2", "HorizontalPodAutoscaler"), ("v1", "ServiceAccount"),
+           ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding")}
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -201,6 +202,8 @@ def semantic_problems(objects: list[dict[str, Any]]) -> list[str]:
         for rule in doc["spec"]["rules"]:
             for ref in rule["backendRefs"]:
                 target = by_kind.get("Service", {}).get(ref["name"])
+                if target is None and ref["name"] == "berth-activator":
+                    continue  # the namespace's shared activator: rendered once per namespace, not per API
                 if target is None or ref["port"] not in {p["port"] for p in target["spec"]["ports"]}:
                     problems.append(f"HTTPRoute/{name}: backend {ref} is no rendered Service port")
     return problems

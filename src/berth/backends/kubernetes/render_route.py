@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from berth.backends.kubernetes.render_activator import ACTIVATOR
 from berth.backends.kubernetes.render_workload import SERVICE_PORT, metadata
 from berth.backends.kubernetes.settings import ClusterSettings
 from berth.config.schema import RealtimeAPI
@@ -24,6 +25,14 @@ def gateway_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
+API_HEADER = "x-berth-api"  # what the activator reads (berth.activator.state.API_HEADER)
+
+
+def through_activator(api: RealtimeAPI) -> bool:
+    """Whether the API's traffic goes through the activator: it may have no pod."""
+    return api.autoscaling.min_replicas == 0
+
+
 def http_route(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dict[str, Any] | None:
     ref = settings.gateway_ref
     if ref is None:
@@ -32,6 +41,13 @@ def http_route(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dic
     parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name}
     if namespace is not None:
         parent["namespace"] = namespace
+    filters: list[dict[str, Any]] = [{"type": "URLRewrite", "urlRewrite": {
+        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
+    backend, timeout = api.name, api.networking.timeout
+    if through_activator(api):
+        filters.append({"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": API_HEADER, "value": api.name}]}})
+        backend, timeout = ACTIVATOR, timeout + api.autoscaling.scale_from_zero_timeout
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -40,10 +56,9 @@ def http_route(api: RealtimeAPI, settings: ClusterSettings, version: str) -> dic
             "parentRefs": [parent],
             "rules": [{
                 "matches": [{"path": {"type": "PathPrefix", "value": api.endpoint}}],
-                "filters": [{"type": "URLRewrite", "urlRewrite": {
-                    "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
-                "backendRefs": [{"group": "", "kind": "Service", "name": api.name, "port": SERVICE_PORT}],
-                "timeouts": {"request": gateway_duration(api.networking.timeout)},
+                "filters": filters,
+                "backendRefs": [{"group": "", "kind": "Service", "name": backend, "port": SERVICE_PORT}],
+                "timeouts": {"request": gateway_duration(timeout)},
             }],
         },
     }
