@@ -481,3 +481,13 @@ async def test_fake_api_code_over_the_configmap_limit_deploys_with_a_baked_image
     assert any("registry.example/team/hello:2" in line and "berth build" in line for line in lines)
     with pytest.raises(BerthError, match="berth build"):
         await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+
+
+async def test_fake_api_credentials_that_may_not_list_secrets_still_deploy_and_prune(fake: Any,
+                                                                                   tmp_path: Path) -> None:
+    fake[f"get /api/v1/namespaces/{NS}/secrets"] << 403 << {"kind": "Status", "code": 403, "message": "forbidden"}
+    spec_file = hello_project(tmp_path)
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    change_code(tmp_path)
+    [updated] = await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    assert updated.action == "updating" and len(names(fake, "v1/configmaps")) == 2

@@ -513,3 +513,10 @@ def test_the_dot_env_and_baked_image_render_matches_its_golden_file(tmp_path: Pa
         golden.write_text(text, encoding="utf-8")
     assert golden.is_file(), f"no golden file {golden}: run with BERTH_REGEN_GOLDEN=1"
     assert text == golden.read_text(encoding="utf-8"), f"differs from {golden} (BERTH_REGEN_GOLDEN=1 rewrites)"
+
+
+def test_under_the_hpa_fallback_a_new_deployment_starts_with_at_least_one_pod() -> None:
+    """The HPA leaves a Deployment at 0 replicas alone (scaling disabled), and cannot scale from zero."""
+    spec = api(autoscaling={"min_replicas": 0, "max_replicas": 4})
+    deployment = render_api(spec, BUNDLE, ClusterSettings(), keda=False, version="v1", initial=True)[1]
+    assert deployment["spec"]["replicas"] == 1

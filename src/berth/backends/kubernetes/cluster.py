@@ -161,7 +161,15 @@ class Cluster:
         found: list[dict[str, Any]] = []
         selector = api_labels(api)
         for kind, resource in KINDS.items():
-            for obj in self._list(resource, selector):
+            try:
+                listed = self._list(resource, selector)
+            except httpx2.HTTPStatusError as exc:
+                # Credentials that may not list Secrets: berth cannot see (so neither prunes nor deletes) the
+                # `.env` Secrets; the rest of the API's objects are still found.
+                if kind == "Secret" and code(exc) == 403:
+                    continue
+                raise
+            for obj in listed:
                 obj.setdefault("kind", kind)
                 found.append(obj)
         return found

@@ -75,7 +75,7 @@ def render_api(api: RealtimeAPI, bundle: CodeBundle, settings: ClusterSettings, 
     objects += [
         configmap(api, bundle, settings, version, data),
         deployment(api, settings, version, configmap_name(api, bundle, data), autoscaled(api), secret=secret,
-                   initial=initial),
+                   initial=initial, keda=keda),
         service(api, settings, version),
     ]
     if autoscaled(api):

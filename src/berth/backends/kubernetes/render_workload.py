@@ -178,15 +178,18 @@ def container(api: RealtimeAPI, settings: ClusterSettings, version: str, dotenv:
     return out
 
 
-def initial_replicas(api: RealtimeAPI) -> int:
-    """How many pods a new Deployment starts with: init_replicas, within min..max."""
+def initial_replicas(api: RealtimeAPI, keda: bool = True) -> int:
+    """How many pods a new Deployment starts with: init_replicas, within min..max. At least 1 under the HPA
+    fallback, which cannot scale to zero and leaves a Deployment at 0 replicas alone (scaling disabled)."""
     scaling = api.autoscaling
     init = scaling.init_replicas if scaling.init_replicas is not None else scaling.min_replicas
-    return max(scaling.min_replicas, min(init, scaling.max_replicas))
+    low = scaling.min_replicas if keda else max(1, scaling.min_replicas)
+    return max(low, min(init, scaling.max_replicas))
 
 
 def deployment(api: RealtimeAPI, settings: ClusterSettings, version: str, code: str,
-               autoscaled: bool, *, secret: str | None = None, initial: bool = False) -> dict[str, Any]:
+               autoscaled: bool, *, secret: str | None = None, initial: bool = False,
+               keda: bool = True) -> dict[str, Any]:
     """`secret`: the name of the API's `.env` Secret, mounted when given. `initial`: the Deployment does not
     exist yet, so it starts with init_replicas even when an autoscaler will own the count."""
     spec: dict[str, Any] = {}
@@ -196,7 +199,7 @@ def deployment(api: RealtimeAPI, settings: ClusterSettings, version: str, code: 
     elif initial:
         # Only on the create. Later applies leave the field out, so a server-side apply neither takes the
         # count back from the autoscaler nor resets it (berth's manager gives the field up).
-        spec["replicas"] = initial_replicas(api)
+        spec["replicas"] = initial_replicas(api, keda)
     pod: dict[str, Any] = {
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
                             "fsGroup": RUNTIME_UID},
