@@ -491,3 +491,25 @@ async def test_fake_api_credentials_that_may_not_list_secrets_still_deploy_and_p
     change_code(tmp_path)
     [updated] = await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
     assert updated.action == "updating" and len(names(fake, "v1/configmaps")) == 2
+
+
+async def test_fake_api_a_scale_to_zero_api_behind_a_gateway_brings_the_shared_activator(fake: Any,
+                                                                                        tmp_path: Path) -> None:
+    spec_file = hello_project(tmp_path, "  autoscaling:\n    min_replicas: 0\n")
+    backend = backend_on(fake, gateway="edge")
+    await in_thread(lambda: backend.deploy(load_spec(spec_file)))
+    assert names(fake, "apps/v1/deployments") == {"hello", "berth-activator"}
+    assert names(fake, "rbac.authorization.k8s.io/v1/roles") == {"berth-activator"}
+    assert names(fake, "v1/serviceaccounts") == {"berth-activator"}
+    route = stored(fake, "gateway.networking.k8s.io/v1/httproutes", "hello")
+    assert route is not None and route["spec"]["rules"][0]["backendRefs"][0]["name"] == "berth-activator"
+    # Shared, so it is no API: `berth get` does not list it, and deleting the API leaves it serving the others.
+    assert [api["name"] for api in await in_thread(backend_on(fake, gateway="edge").list_apis)] == ["hello"]
+    await in_thread(lambda: backend_on(fake, gateway="edge").delete("hello"))
+    assert names(fake, "apps/v1/deployments") == {"berth-activator"}
+
+
+async def test_fake_api_without_a_gateway_nothing_routes_through_an_activator(fake: Any, tmp_path: Path) -> None:
+    spec_file = hello_project(tmp_path, "  autoscaling:\n    min_replicas: 0\n")
+    await in_thread(lambda: backend_on(fake).deploy(load_spec(spec_file)))
+    assert names(fake, "apps/v1/deployments") == {"hello"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from berth import __version__
 from berth.backends.kubernetes.labels import API_LABEL, MANAGED_BY, NAME_LABEL, VERSION_LABEL
 from berth.backends.kubernetes.render import render_api, render_spec, to_yaml
@@ -110,3 +112,15 @@ def test_the_activator_is_shared_least_privilege_and_runs_like_the_api_pods() ->
     assert objects["Service"]["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     default = render_activator(ClusterSettings())[3]["spec"]["template"]["spec"]["containers"][0]
     assert default["image"] == f"berth/runtime:{__version__}-cpu"
+
+
+def test_an_api_may_not_take_the_activators_name() -> None:
+    from berth.backends.kubernetes.render import render_api
+    from berth.backends.kubernetes.render_bundle import CodeBundle
+    from berth.config.schema import RealtimeAPI
+    from berth.errors import ConfigError
+
+    api = RealtimeAPI.model_validate({"name": "berth-activator", "kind": "RealtimeAPI",
+                                      "predictor": {"type": "python", "path": "p.py"}})
+    with pytest.raises(ConfigError, match="the name is berth's own"):
+        render_api(api, CodeBundle(name="code-0", digest="0", data=b""), ClusterSettings(), version="v")

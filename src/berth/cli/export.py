@@ -44,11 +44,14 @@ def export(obj: CLIContext, path: Path, out: Path | None) -> None:
     spec = _load(obj, path)
     from berth.backends.kubernetes.labels import API_LABEL
     from berth.backends.kubernetes.render import render_spec, to_yaml
+    from berth.backends.kubernetes.render_activator import needs_activator, render_activator
 
     def note(message: str) -> None:
         obj.err.print(f"[yellow]note:[/yellow] {escape(message)}", soft_wrap=True)
 
     objects = render_spec(spec, settings, keda=settings.prometheus is not None, secret_data=False, progress=note)
+    if needs_activator(spec.apis, settings):
+        objects = render_activator(settings) + objects  # its RBAC and Service before the routes that use them
     secrets = sorted({volume["secret"]["secretName"] for item in objects if item.get("kind") == "Deployment"
                       for volume in item["spec"]["template"]["spec"].get("volumes", []) if "secret" in volume})
     if secrets:

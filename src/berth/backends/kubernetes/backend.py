@@ -96,6 +96,7 @@ class KubernetesBackend:
     def deploy(self, spec: SpecFile, verify: bool = False,
                progress: Callable[[str], None] | None = None) -> list[Change]:
         from berth.backends.kubernetes.render import render_spec
+        from berth.backends.kubernetes.render_activator import needs_activator, render_activator
 
         cluster = self.cluster()
         with self._talking():
@@ -114,6 +115,11 @@ class KubernetesBackend:
                                         "(`berth env configure ... --namespace`)")
         objects = render_spec(spec, self.settings, keda=keda, progress=progress,
                               initial={name for name, found in live.items() if found is None})
+        if needs_activator(spec.apis, self.settings):
+            # Once per namespace, before the routes that point at it; it has no API label, so no API's prune
+            # or delete removes it. Re-applied on every such deploy (a no-op unless berth's version changed).
+            with self._talking():
+                cluster.apply(render_activator(self.settings))
         by_api: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for obj in objects:
             by_api[str(((obj.get("metadata") or {}).get("labels") or {}).get(API_LABEL))].append(obj)

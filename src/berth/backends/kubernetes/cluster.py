@@ -68,6 +68,12 @@ KINDS: dict[str, Resource] = {
     "ConfigMap": ConfigMap,
     "Secret": Secret,
 }
+# The activator's RBAC: applied (once per namespace), never listed for an API's prune or delete, so credentials
+# that may not list Roles can still prune.
+ServiceAccount = _resource("", "v1", "ServiceAccount", "serviceaccounts")
+Role = _resource("rbac.authorization.k8s.io", "v1", "Role", "roles")
+RoleBinding = _resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings")
+APPLIED: dict[str, Resource] = {**KINDS, "ServiceAccount": ServiceAccount, "Role": Role, "RoleBinding": RoleBinding}
 Key = tuple[str, str]  # (kind, name)
 
 
@@ -125,9 +131,9 @@ class Cluster:
         applied = []
         for data in objects:
             kind = str(data.get("kind"))
-            if kind not in KINDS:
+            if kind not in APPLIED:
                 raise ValueError(f"berth does not apply objects of kind {kind!r}")
-            obj = KINDS[kind](**dict(data))
+            obj = APPLIED[kind](**dict(data))
             try:
                 result = self.client.apply(obj, field_manager=FIELD_MANAGER, force=True,  # type: ignore[call-overload]
                                            namespace=self.namespace)
@@ -220,6 +226,8 @@ class Cluster:
     def deployments(self) -> list[dict[str, Any]]:
         """Berth's Deployments in the namespace (one per API), sorted by name."""
         found = self._list(Deployment, {MANAGED_BY[0]: MANAGED_BY[1]})
+        # The shared activator is berth's too, but no API: it carries no API label.
+        found = [d for d in found if API_LABEL in ((d.get("metadata") or {}).get("labels") or {})]
         return sorted(found, key=lambda d: d["metadata"]["name"])
 
     def deployment(self, name: str) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from berth.backends.kubernetes.render_activator import ACTIVATOR
 from berth.backends.kubernetes.render_bundle import CodeBundle, bundle_project
 from berth.backends.kubernetes.render_route import http_route
 from berth.backends.kubernetes.render_scaling import autoscaled, horizontal_pod_autoscaler, scaled_object
@@ -62,6 +63,9 @@ def render_api(api: RealtimeAPI, bundle: CodeBundle, settings: ClusterSettings, 
     count to the autoscaler). `secret_data=False` leaves the `.env` Secret out of the objects (what
     `berth export` prints) while the Deployment still mounts it by name: it is created apart, never printed.
     """
+    if api.name == ACTIVATOR:
+        raise ConfigError([f"API {api.name}: the name is berth's own (the scale-to-zero activator)"],
+                          hint="rename the API (name: in the spec)")
     if not _DNS1035_LABEL.match(api.name):
         raise ConfigError([f"API {api.name}: a Kubernetes Service name must start with a letter"],
                           hint="rename the API (name: in the spec) to start with a letter")

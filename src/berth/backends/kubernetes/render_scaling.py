@@ -35,8 +35,14 @@ def autoscaled(api: RealtimeAPI) -> bool:
 
 def query(api: RealtimeAPI, settings: ClusterSettings) -> str:
     window = int(api.autoscaling.window)
-    return (f'sum(avg_over_time({METRIC}{{namespace="{settings.namespace}",api_name="{api.name}"}}'
+    base = (f'sum(avg_over_time({METRIC}{{namespace="{settings.namespace}",api_name="{api.name}"}}'
             f"[{window}s]))")
+    if api.autoscaling.min_replicas > 0 or settings.gateway is None:  # no activator holds its requests
+        return base
+    # At zero the pods see no load while the activator holds requests: count those too, or KEDA would take
+    # the Deployment back to zero under the activator's feet.
+    held = f'sum(berth_activator_held_requests{{namespace="{settings.namespace}",api_name="{api.name}"}})'
+    return f"({base} or vector(0)) + ({held} or vector(0))"
 
 
 def _number(value: float) -> str:
