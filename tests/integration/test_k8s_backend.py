@@ -1,9 +1,9 @@
 """The Kubernetes backend's cluster code against kmock, an HTTP-level fake of the API server.
 
 The fake is not faithful, and these tests say where they lean on that:
-* it answers 404 to a server-side apply of a missing object (a real API server creates it), so the
-  `Cluster` here is built with `apply_creates=False`: apply falls back to a create — a path a real
-  API server never takes;
+* it answers 404 to a server-side apply of a missing object (a real API server creates it), so these
+  tests talk to it through `CreateOnApplyClient`, a test-support shim that creates on that 404 (every
+  test here is named "fake_api" for that reason);
 * it runs no controllers: Deployment statuses and pods are seeded by the tests, as scripted states;
 * it ignores label selectors on lists, so berth's own label check is what keeps prune to one API.
 The sync lightkube client runs in a worker thread while the fake serves on the test's event loop.
@@ -20,12 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx2
 import pytest
 from lightkube import Client, KubeConfig
 
 from berth.backends.environments import Environment, Provider
 from berth.backends.kubernetes.backend import KubernetesBackend
-from berth.backends.kubernetes.cluster import RESTARTED_AT, Cluster
+from berth.backends.kubernetes.cluster import RESTARTED_AT, Cluster, code
 from berth.config.loader import load_spec
 from berth.core.status import APIStatus
 from berth.errors import BerthError, Conflict, DaemonUnavailable, NotFound
@@ -37,13 +38,26 @@ T = TypeVar("T")
 DEPLOYMENTS = "apps/v1/deployments"
 
 
+class CreateOnApplyClient(Client):
+    """Test support: kmock answers a server-side apply of a missing object with 404, where a real API server
+    creates it. This shim creates on that 404, so the code under test sees what a real server does."""
+
+    def apply(self, obj: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().apply(obj, *args, **kwargs)
+        except httpx2.HTTPStatusError as exc:
+            if code(exc) != 404:
+                raise
+            return self.create(obj, namespace=kwargs.get("namespace"), field_manager=kwargs.get("field_manager"))
+
+
 def client_for(url: str) -> Client:
     # KubeConfig.from_server is broken in lightkube 1.0.1 ("Missing user"): a dict with an empty user works.
     config = KubeConfig.from_dict({
         "clusters": [{"name": "fake", "cluster": {"server": url}}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody", "namespace": NS}}],
         "users": [{"name": "nobody", "user": {}}], "current-context": "fake"})
-    return Client(config, namespace=NS)
+    return CreateOnApplyClient(config, namespace=NS)
 
 
 async def in_thread(fn: Callable[[], T]) -> T:
@@ -59,12 +73,12 @@ def fake(kmock: Any) -> Any:
 
 
 def cluster_on(fake: Any) -> Cluster:
-    return Cluster(client_for(str(fake.url)), NS, apply_creates=False)
+    return Cluster(client_for(str(fake.url)), NS)
 
 
 def backend_on(fake: Any, **settings: str) -> KubernetesBackend:
     env = Environment("prod", Provider.KUBERNETES, {"namespace": NS, **settings})
-    return KubernetesBackend(env, client=client_for(str(fake.url)), apply_creates=False)
+    return KubernetesBackend(env, client=client_for(str(fake.url)))
 
 
 def labels(api: str, version: str = "v1") -> dict[str, str]:
@@ -249,7 +263,7 @@ async def test_fake_api_logs_follow_streams_until_the_reader_stops(fake: Any) ->
 
 async def test_fake_api_an_unreachable_server_is_said_with_the_context(fake: Any) -> None:
     env = Environment("prod", Provider.KUBERNETES, {"namespace": NS, "context": "prod-eu"})
-    backend = KubernetesBackend(env, client=client_for("http://127.0.0.1:9"), apply_creates=False)
+    backend = KubernetesBackend(env, client=client_for("http://127.0.0.1:9"))
     with pytest.raises(DaemonUnavailable) as raised:
         await in_thread(backend.ensure_running)
     assert "context prod-eu, namespace ml" in raised.value.message

@@ -36,13 +36,12 @@ LOCAL_PORT = 8080  # the port-forward berth suggests when no Gateway routes to t
 class KubernetesBackend:
     """One command's view of one kubernetes environment (a context and a namespace)."""
 
-    def __init__(self, env: Environment, *, client: Client | None = None, apply_creates: bool = True) -> None:
+    def __init__(self, env: Environment, *, client: Client | None = None) -> None:
         """`client`: an already built lightkube client (tests); else one from the user's kubeconfig and the
-        environment's context. `apply_creates=False` only against fakes (see `Cluster`)."""
+        environment's context."""
         self.env = env
         self.settings = ClusterSettings.from_settings(env.settings)
         self._client = client
-        self._apply_creates = apply_creates
         self._cluster: Cluster | None = None
         self._specs: dict[str, dict[str, Any]] = {}  # code ConfigMap name -> its spec.json (immutable)
         self._documents: dict[tuple[str, bool], tuple[float, APIDocument]] = {}
@@ -59,7 +58,7 @@ class KubernetesBackend:
             with self._talking():
                 client = self._client or Client(_kubeconfig(self.settings), namespace=self.settings.namespace,
                                                 field_manager="berth")
-            self._cluster = Cluster(client, self.settings.namespace, apply_creates=self._apply_creates)
+            self._cluster = Cluster(client, self.settings.namespace)
         return self._cluster
 
     @contextmanager

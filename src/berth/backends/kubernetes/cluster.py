@@ -114,16 +114,12 @@ def as_dict(obj: Any) -> dict[str, Any]:
 
 
 class Cluster:
-    """One namespace of one cluster, as berth uses it.
+    """One namespace of one cluster, as berth uses it. A server-side apply creates what does not exist yet
+    (a real API server does; the tests' fake needs a shim for it, which lives in the tests)."""
 
-    `apply_creates`: the server creates an object on a server-side apply when it does not exist, as a real
-    API server does. Test fakes that answer 404 instead (kmock) pass False: apply then falls back to a create.
-    """
-
-    def __init__(self, client: Client, namespace: str, *, apply_creates: bool = True) -> None:
+    def __init__(self, client: Client, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self.apply_creates = apply_creates
 
     # --- writing -----------------------------------------------------------------------------------------
     def apply(self, objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -134,15 +130,8 @@ class Cluster:
             if kind not in APPLIED:
                 raise ValueError(f"berth does not apply objects of kind {kind!r}")
             obj = APPLIED[kind](**dict(data))
-            try:
-                result = self.client.apply(obj, field_manager=FIELD_MANAGER, force=True,  # type: ignore[call-overload]
-                                           namespace=self.namespace)
-            except httpx2.HTTPStatusError as exc:
-                if self.apply_creates or code(exc) != 404:
-                    raise
-                # Only a fake server takes this path: a real API server creates the object on an apply
-                # PATCH and never answers 404 for a missing one (kmock does; see the fake API tests).
-                result = self.client.create(obj, namespace=self.namespace, field_manager=FIELD_MANAGER)
+            result = self.client.apply(obj, field_manager=FIELD_MANAGER, force=True,  # type: ignore[call-overload]
+                                       namespace=self.namespace)
             applied.append(as_dict(result))
         return applied
 
