@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,19 @@ REPLICA_UNREACHABLE = "replica-unreachable"
 UPSTREAM_TIMEOUT = "upstream-timeout"
 CLUSTER_UNAVAILABLE = "control-plane-unavailable"
 
+BODY_TOO_LARGE = "body-too-large"
+CLIENT_GONE = "client-gone"
+
 API_HEADER = "x-berth-api"
+# The local gateway's max_body_size: a request body beyond it is answered 413 body-too-large.
+MAX_BODY_SIZE = 64 * 2**20
+# What an API is named on a cluster: a DNS-1035 label (render.py refuses any other name). Any other value of
+# x-berth-api is unknown at once, without a read of the API server.
+_API_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def valid_api_name(name: str) -> bool:
+    return len(name) <= 63 and _API_NAME.fullmatch(name) is not None
 
 
 def _default(model: type[Any], name: str) -> Any:
