@@ -475,3 +475,29 @@ async def test_the_api_server_down_is_503_and_keeps_nothing(upstream: Upstream) 
                 assert answer.headers["x-berth-reason"] == "control-plane-unavailable"
             assert app.state.activator.apis == {}  # names from headers are not kept when nothing was read
             assert upstream.hits == []
+
+
+class Unreachable:
+    """An API server that stopped answering."""
+
+    async def deployment(self, name: str) -> dict[str, Any] | None:
+        raise httpx.ConnectError("the API server went away")
+
+    async def scale_to_one(self, name: str) -> None:
+        raise httpx.ConnectError("the API server went away")
+
+    async def api_spec(self, config_map: str) -> dict[str, Any] | None:
+        raise httpx.ConnectError("the API server went away")
+
+
+async def test_the_api_server_going_away_while_requests_are_held_times_them_out_cleanly(running: Running) -> None:
+    at_zero(running, timeout=0.6)
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        calls = [asyncio.create_task(client.post(f"http://127.0.0.1:{running.port}/echo", content=b"x",
+                                                 headers={"x-berth-api": "iris"})) for _ in range(3)]
+        await until(lambda: running.held() == 3, message="three held")
+        running.activator.cluster = Unreachable()  # the waker keeps polling, and fails, until they time out
+        answers = await asyncio.wait_for(asyncio.gather(*calls), 5)
+    assert {(a.status_code, a.headers["x-berth-reason"]) for a in answers} == {(503, "scale-from-zero-timeout")}
+    assert len(scale_patches(running.fake)) <= 1 and running.upstream.hits == []
+    await running.settled()
