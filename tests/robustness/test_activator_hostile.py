@@ -302,8 +302,10 @@ async def test_a_held_body_beyond_the_limit_is_413_and_frees_its_place(running: 
         writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
     writer.write(b"0\r\n\r\n")
     await writer.drain()
+    started = asyncio.get_running_loop().time()
     status, headers, _ = await read_answer(reader)
     assert status == 413 and headers["x-berth-reason"] == "body-too-large"
+    assert asyncio.get_running_loop().time() - started < 1.5  # once the body ended, not after the linger
     assert running.held() == 0 and running.upstream.hits == []
     await close(writer)
     await running.settled()

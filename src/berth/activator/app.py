@@ -80,9 +80,9 @@ class Body:
             raise ClientGone()
         chunk = bytes(message.get("body", b""))
         self.size += len(chunk)
+        self.complete = not message.get("more_body", False)
         if self.size > self.limit:
             raise BodyTooLarge()
-        self.complete = not message.get("more_body", False)
         return chunk
 
     async def watch(self) -> None:
