@@ -53,19 +53,28 @@ def test_a_load_step_scales_up_then_back_down(berth: Berth, tmp_path: Path) -> N
 
 def test_a_rollout_under_steady_load_fails_no_request(berth: Berth, tmp_path: Path) -> None:
     extra = "  update_strategy: {max_surge: 1, max_unavailable: 0}\n"
-    project = write_project(tmp_path / "p", spec(autoscaling="min_replicas: 2", extra=extra), SLEEPY)
+    # Two replicas, held there: the load would otherwise have the autoscaler add some mid-rollout.
+    fixed = "min_replicas: 2\n        max_replicas: 2"
+    project = write_project(tmp_path / "p", spec(autoscaling=fixed, extra=extra), SLEEPY)
     berth.run("deploy", str(project), "--wait")
     old = {r["id"] for r in berth.get("api")["replicas"]}
     with Load(f"{berth.base_url}/api", clients=4, payload=0.01) as load:
         wait_for(lambda: load.count > 50, 20, "load to flow")
-        (project / "berth.yaml").write_text(spec(tag="two", autoscaling="min_replicas: 2", extra=extra))
+        (project / "berth.yaml").write_text(spec(tag="two", autoscaling=fixed, extra=extra))
         assert berth.run("deploy", str(project)).stdout.strip() == "updating api"
+
+        seen: list[object] = []
 
         def rolled() -> bool:
             api = berth.get("api")
             ids = {r["id"] for r in api["replicas"]}
+            seen[:] = [api["status"], api["requested"], [(r["id"], r["version"], r["status"]) for r in api["replicas"]],
+                       api.get("error")]
             return api["status"] == "live" and len(ids) == 2 and not ids & old
-        wait_for(rolled, 60, "the rollout to finish")
+        try:
+            wait_for(rolled, 60, "the rollout to finish")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {seen}") from None
         served_new = load.count
         wait_for(lambda: load.count > served_new + 20, 20, "load to flow after the rollout")
     assert load.failures() == [], f"{len(load.failures())} of {load.count} requests failed"
