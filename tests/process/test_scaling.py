@@ -147,8 +147,9 @@ def test_scale_from_zero_and_back(berth: Berth, tmp_path: Path) -> None:
     started = time.monotonic()
     response = httpx.post(f"{berth.base_url}/api", json=0, timeout=60)
     cold = time.monotonic() - started
-    assert response.status_code == 200 and cold < 30
-    assert berth.get("api")["requested"] == 1
+    # Answered by a replica started for it (there was none). Whether `requested` still reads 1 now depends on
+    # where the next 10 s autoscaler tick falls (downscale stabilization is 0 s): not asserted.
+    assert response.status_code == 200 and cold < 30 and response.json()["pid"] > 0
     wait_for(lambda: berth.get("api")["requested"] == 0 and not berth.get("api")["replicas"], 60,
              "the API to return to zero replicas")
 
