@@ -104,7 +104,9 @@ def test_a_broken_version_is_rolled_back_while_the_old_one_serves(berth: Berth, 
 
 
 def test_killing_one_of_two_replicas_under_load(berth: Berth, tmp_path: Path) -> None:
-    berth.run("deploy", str(write_project(tmp_path / "p", spec(autoscaling="min_replicas: 2"), SLEEPY)), "--wait")
+    # Held at two: four clients would otherwise have the autoscaler (stabilization 0 s) add replicas.
+    fixed = "min_replicas: 2\n        max_replicas: 2"
+    berth.run("deploy", str(write_project(tmp_path / "p", spec(autoscaling=fixed), SLEEPY)), "--wait")
     victim = berth.get("api")["replicas"][0]
     with Load(f"{berth.base_url}/api", clients=4, payload=0.02) as load:
         wait_for(lambda: load.count > 40, 20, "load to flow")
