@@ -23,12 +23,13 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from berth.config.schema import RealtimeAPI
+from berth.errors import PredictorLoadError
 from berth.runtime import oip
 from berth.runtime import predictor as loader
 from berth.runtime.batching import Batcher
 from berth.runtime.clients import PythonClient
 from berth.runtime.concurrency import send_busy
-from berth.runtime.contract import STATS_PATH
+from berth.runtime.contract import BODY_STREAM, STATS_PATH, streams_request_body
 from berth.runtime.errors import (
     REQUEST_ID_KEY,
     BatchError,
@@ -48,6 +49,7 @@ from berth.runtime.monitoring import PredictionMonitor
 from berth.runtime.payload import parse_payload
 from berth.runtime.remote import RemoteStore
 from berth.runtime.response import encode
+from berth.runtime.streaming import RequestBody, Streamed, StreamSender, classify, disconnect_watch, open_source
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only for APIs that serve models
     from berth.runtime.onnx import OnnxClient
@@ -191,6 +193,10 @@ class ReplicaApp:
             self.post_worker = loader.PostPredictWorker(self.post_predict)
         self.init_thread = loader.bind_init_thread(self.instance)
         batching = settings.api.predictor.server_side_batching
+        if batching is not None and streams_request_body(self.predict.args):
+            raise PredictorLoadError(
+                f"predict declares {BODY_STREAM}, which server_side_batching cannot give it (a batch is formed "
+                f"from bodies already read): remove server_side_batching, or take payload instead of {BODY_STREAM}")
         if batching is not None:
             self.batcher = Batcher(self._call_batch, self.predict.args, batching.max_batch_size,
                                    batching.batch_interval, self.metrics.observe_batch,
@@ -209,12 +215,14 @@ class ReplicaApp:
 
     async def _handle_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        content_type, given = "", b""
+        content_type, given, accept = "", b"", ""
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"x-request-id":
                 given = value
+            elif name == b"accept":
+                accept = value.decode("latin-1")
         if given and REQUEST_ID.fullmatch(given):
             request_id = given.decode("ascii")
         else:
@@ -226,29 +234,42 @@ class ReplicaApp:
             return
         self.metrics.in_flight += 1
         try:
-            status = await self._predict(scope, receive, send, content_type, request_id)
+            status = await self._predict(scope, receive, send, content_type, request_id, accept)
         finally:
             self.metrics.in_flight -= 1
         self.metrics.observe(status, time.perf_counter() - started)
 
     async def _predict(self, scope: Scope, receive: Receive, send: Send,
-                       content_type: str, request_id: str) -> int:
+                       content_type: str, request_id: str, accept: str = "") -> int:
         predict = self.predict
         if not self.ready or predict is None:
             return await _send_error(send, NotReady("the predictor is still initialising"), request_id)
-        body = await _read_body(receive)
         values: dict[str, Any] = {"batch_id": None}
-        try:
-            values["payload"] = await parse_payload(content_type, body, scope) if (
-                "payload" in predict.args or self.post_predict) else None
-        except PayloadError as exc:
-            return await _send_error(send, exc, request_id)
+        body_stream = RequestBody(receive) if BODY_STREAM in predict.args else None
+        if body_stream is not None:
+            values[BODY_STREAM], values["payload"] = body_stream, None  # read by the predictor, as it goes
+        else:
+            body = await _read_body(receive)
+            try:
+                values["payload"] = await parse_payload(content_type, body, scope) if (
+                    "payload" in predict.args or self.post_predict) else None
+            except PayloadError as exc:
+                return await _send_error(send, exc, request_id)
         if "query_params" in predict.args:
             values["query_params"] = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         if "headers" in predict.args:
             values["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        seconds: float | None = None  # the call's time, observed here unless a batch observed it
         try:
-            result = await (self.batcher.submit(values) if self.batcher else self._call(predict, values))
+            if self.batcher:
+                result = await self.batcher.submit(values)
+            else:
+                result, seconds = await self._call_timed(predict, values)
+            streamed = classify(result, accept)
+            if streamed is not None:
+                return await self._stream(send, receive, streamed, body_stream, seconds, request_id)
+            if seconds is not None:
+                self.metrics.predict.observe(seconds)
             encoded = encode(result)
         except Exception as raised:
             error = self.request_error(raised)
@@ -266,23 +287,44 @@ class ReplicaApp:
             self.post_worker.submit({"query_params": {}, "headers": {}, **values, "response": result}, request_id)
         return status
 
+    async def _stream(self, send: Send, receive: Receive, streamed: Streamed, body: RequestBody | None,
+                      seconds: float | None, request_id: str) -> int:
+        """Send a generator's items as they come. The predict histogram gets the call plus the time spent
+        producing items (not the time waiting for the client); a batch's call was observed already.
+        post_predict and the prediction monitor are skipped: there is no single response to give them."""
+        sender = StreamSender(send, disconnect_watch(receive, body), streamed,
+                              open_source(streamed, self.executor), request_id)
+        try:
+            result = await sender.run()
+        finally:
+            if seconds is not None:
+                self.metrics.predict.observe(seconds + sender.source.seconds)
+        return result.status
+
     async def _call(self, predict: loader.BoundMethod, values: dict[str, Any]) -> Any:
         """The predictor call (one request, or one batch), timed into the predict histogram."""
-        observe = self.metrics.predict.observe
+        result, seconds = await self._call_timed(predict, values)
+        self.metrics.predict.observe(seconds)
+        return result
+
+    async def _call_timed(self, predict: loader.BoundMethod, values: dict[str, Any]) -> tuple[Any, float]:
+        """The predictor call and the seconds it took; a failed call is observed before it is raised."""
         if predict.is_async or self.inline:
             started = time.perf_counter()
             try:
-                return await predict.call(values) if predict.is_async else predict.call(values)
-            finally:
-                observe(time.perf_counter() - started)
+                result = await predict.call(values) if predict.is_async else predict.call(values)
+            except BaseException:
+                self.metrics.predict.observe(time.perf_counter() - started)
+                raise
+            return result, time.perf_counter() - started
         # Timed on the pool's thread, so the hop there and back is not counted as the model's time;
-        # observed here, as the histogram belongs to the event loop's thread.
+        # observed by the caller, as the histogram belongs to the event loop's thread.
         result, error, seconds = await asyncio.get_running_loop().run_in_executor(
             self.executor, _timed, predict.call, values)
-        observe(seconds)
         if error is not None:
+            self.metrics.predict.observe(seconds)
             raise error
-        return result
+        return result, seconds
 
     def request_error(self, exc: Exception) -> Exception:
         """What a failed request answers with: a GPU out of memory said as such, anything else as raised."""

@@ -8,7 +8,8 @@ ReplicaError                  500 unless a subclass says otherwise
 ├── RequestError              400: the request cannot be served as sent; the message says why
 │   ├── PayloadError          the body does not parse as its Content-Type says
 │   ├── ModelInputError       the inputs do not fit the model
-│   └── InferenceRequestError an inference protocol request is malformed
+│   ├── InferenceRequestError an inference protocol request is malformed
+│   └── ClientDisconnected    499: the client left while its body was being read (body_stream)
 ├── ModelNotFound             404: no such model or version; the body lists those there are
 ├── RouteNotFound             404: the replica has no such path
 ├── MethodNotAllowed          405: the path does not take that method (the response says which it does)
@@ -57,6 +58,10 @@ class ModelInputError(RequestError, ValueError):
 
 class InferenceRequestError(RequestError):
     """An Open Inference Protocol request that is not valid JSON, or whose tensors are malformed."""
+
+
+class ClientDisconnected(RequestError):
+    status = 499  # nginx's: nobody is left to read the answer; counted, never logged as an error
 
 
 class ModelNotFound(ReplicaError, LookupError):

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from berth.errors import PredictorLoadError
+from berth.runtime.contract import BODY_STREAM, streams_request_body
 
-PREDICT_ARGS = frozenset({"payload", "query_params", "headers", "batch_id"})
-POST_PREDICT_ARGS = PREDICT_ARGS | {"response"}
+PREDICT_ARGS = frozenset({"payload", "query_params", "headers", "batch_id", BODY_STREAM})
+POST_PREDICT_ARGS = (PREDICT_ARGS - {BODY_STREAM}) | {"response"}
 INIT_ARGS = frozenset({"config", "python_client", "onnx_client", "job_spec"})
 CLASS_NAME = "PythonPredictor"
 POST_PREDICT_BACKLOG = 1000  # post_predict calls waiting at most, per process
@@ -158,7 +159,22 @@ def bind_predict(instance: Any) -> BoundMethod:
     method = bind(instance, "predict", PREDICT_ARGS)
     if method is None:
         raise PredictorLoadError(f"{CLASS_NAME} has no predict method")
+    if streams_request_body(method.args):
+        check_body_stream(method)
     return method
+
+
+def check_body_stream(method: BoundMethod) -> None:
+    """A streamed request body is read on the event loop: only an async predict can consume it."""
+    if not (method.is_async or inspect.isasyncgenfunction(method.func)):
+        raise PredictorLoadError(
+            f"{CLASS_NAME}.predict declares {BODY_STREAM}, an async iterator of the request body's chunks, but it is "
+            f"a plain def: make it `async def predict(self, {BODY_STREAM})` and read it with `async for chunk in "
+            f"{BODY_STREAM}`")
+    if "payload" in method.args:
+        raise PredictorLoadError(
+            f"{CLASS_NAME}.predict declares both payload and {BODY_STREAM}, but the body can be read only once: "
+            f"keep {BODY_STREAM} (and parse the chunks yourself) or payload")
 
 
 def _declared(func: Callable[..., Any], allowed: frozenset[str], label: str) -> frozenset[str]:

@@ -15,7 +15,7 @@ UNSERIALISABLE = (
 )
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     # numpy arrays and scalars (and torch tensors) all offer tolist(); no numpy import needed.
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
@@ -26,7 +26,10 @@ def _default(value: Any) -> Any:
 
 
 def encode(result: Any) -> tuple[bytes, bytes] | Response:
-    """(body, content type) for a predictor's return value, or the Response it returned."""
+    """(body, content type) for a predictor's return value, or the Response it returned.
+
+    Generators and `EventStream`s never get here: `berth.runtime.streaming` sends them.
+    """
     if isinstance(result, Response):
         return result
     if isinstance(result, bytes | bytearray | memoryview):
@@ -34,7 +37,7 @@ def encode(result: Any) -> tuple[bytes, bytes] | Response:
     if isinstance(result, str):
         return result.encode("utf-8"), b"text/plain; charset=utf-8"
     try:
-        text = json.dumps(result, default=_default, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(result, default=json_default, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise SerialisationError(f"{UNSERIALISABLE}: {exc}") from exc
     return text.encode("utf-8"), b"application/json"
