@@ -1,0 +1,112 @@
+"""Streamed request bodies (`body_stream`) and streams out of a batched predict, through a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from berth.runtime.app import ReplicaApp
+from tests.integration.streaming_server import make_app, serving
+
+UPLOAD = '''
+class PythonPredictor:
+    def __init__(self, config):
+        self.largest = 0
+
+    async def predict(self, body_stream, query_params):
+        if query_params.get("echo"):
+            return self.echo(body_stream)
+        total = chunks = 0
+        async for chunk in body_stream:
+            self.largest = max(self.largest, len(chunk))
+            total, chunks = total + len(chunk), chunks + 1
+        return {"bytes": total, "chunks": chunks}
+
+    async def echo(self, body_stream):
+        async for chunk in body_stream:
+            yield chunk.upper()
+'''
+
+BATCHED = '''
+import time
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        time.sleep(0.3)  # the requests that come meanwhile form the next batch
+        return [self.count(item) for item in payload]
+
+    def count(self, item):
+        for i in range(int(item["n"])):
+            yield f"{item['name']}{i} "
+'''
+
+
+def body(size: int, piece: int = 65536) -> Iterator[bytes]:
+    for start in range(0, size, piece):
+        yield b"a" * min(piece, size - start)
+
+
+def test_a_body_stream_reads_the_body_as_it_comes(tmp_path: Path) -> None:
+    app = make_app(tmp_path, UPLOAD)
+    with serving(app) as url:
+        response = httpx.post(url, content=body(20 * 2**20), timeout=30)
+        assert response.json()["bytes"] == 20 * 2**20 and response.json()["chunks"] > 1
+        # Read chunk by chunk: never the whole body at once.
+        assert app.instance.largest <= 2**20
+        echoed = httpx.post(f"{url}/?echo=1", content=b"stream me", timeout=30)
+        assert echoed.content == b"STREAM ME"
+        assert httpx.get(f"{url}/stats").json()["in_flight"] == 0
+
+
+def test_each_request_of_a_batch_streams_its_own_generator(tmp_path: Path) -> None:
+    app = make_app(tmp_path, BATCHED, server_side_batching={"max_batch_size": 4, "batch_interval": 0.2})
+    with serving(app) as url, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        names = ["a", "b", "c", "d"]
+        futures = [pool.submit(httpx.post, url, json={"name": name, "n": 3}, timeout=30) for name in names]
+        texts = [future.result().text for future in futures]
+        assert texts == [f"{name}0 {name}1 {name}2 " for name in names]
+        batches = httpx.get(f"{url}/stats").json()["batch_size"]["count"]
+        assert batches < 4  # they were batched
+
+
+def load_failure(tmp_path: Path, source: str, **predictor: object) -> str:
+    failures: list[BaseException] = []
+    (tmp_path / "predictor.py").write_text(textwrap.dedent(source))
+    app = make_app(tmp_path, source, **predictor)
+    app.on_fatal = failures.append
+    asyncio.run(app.load())
+    assert failures and not app.ready
+    return app.init_failure(failures[0])
+
+
+def test_a_sync_predict_cannot_take_a_body_stream(tmp_path: Path) -> None:
+    message = load_failure(tmp_path, "class PythonPredictor:\n    def predict(self, body_stream):\n        pass\n")
+    assert "async def predict(self, body_stream)" in message
+
+
+def test_body_stream_and_payload_are_exclusive(tmp_path: Path) -> None:
+    source = "class PythonPredictor:\n    async def predict(self, body_stream, payload):\n        pass\n"
+    assert "both payload and body_stream" in load_failure(tmp_path, source)
+
+
+def test_batching_cannot_take_a_body_stream(tmp_path: Path) -> None:
+    source = "class PythonPredictor:\n    async def predict(self, body_stream):\n        pass\n"
+    message = load_failure(tmp_path, source, server_side_batching={"max_batch_size": 2, "batch_interval": 0.1})
+    assert "server_side_batching" in message and "body_stream" in message
+
+
+@pytest.mark.parametrize("decl", ["async def predict(self, body_stream):\n        yield b''",
+                                  "async def predict(self, body_stream, headers):\n        return 1"])
+def test_async_predicts_with_a_body_stream_load(tmp_path: Path, decl: str) -> None:
+    app = make_app(tmp_path, f"class PythonPredictor:\n    {decl}\n")
+    asyncio.run(app.load())
+    assert isinstance(app, ReplicaApp) and app.ready
