@@ -3,7 +3,9 @@ leaves stops the generator, an error mid-stream is visible, and nothing stays in
 
 from __future__ import annotations
 
+import itertools
 import shutil
+import socket
 import statistics
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.process.harness import EXAMPLES, Berth, wait_for
+from tests.process.harness import EXAMPLES, Berth, wait_for, write_project
 
 TOKENS, DELAY = 20, 0.05
 
@@ -55,7 +57,7 @@ def test_tokens_arrive_one_by_one_through_the_gateway(berth: Berth, tmp_path: Pa
     assert whole >= TOKENS * DELAY * 0.9
     assert arrived[0] < whole / 4, f"the first byte came after {arrived[0]:.3f}s of {whole:.3f}s"
     assert len(arrived) >= TOKENS * 3 // 4, f"{len(arrived)} reads for {TOKENS} tokens: something buffered"
-    gaps = [later - earlier for earlier, later in zip(arrived, arrived[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
     assert DELAY * 0.5 < statistics.median(gaps) < DELAY * 3, gaps
     assert ended(done, "timed") == "complete"
 
@@ -87,4 +89,53 @@ def test_disconnects_and_errors_mid_stream_through_the_gateway(berth: Berth, tmp
     assert events.text == ("data: token \n\n" * 2 + "event: error\n"
                            'data: {"error": "internal server error", "request_id": "evented"}\n\n')
     assert "request cut: the stream failed after 3 items" in berth.run("logs", "streaming").stdout
+    nothing_in_flight(berth)
+
+
+ENDLESS = """
+from pathlib import Path
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.count = Path(config["count"])
+
+    def predict(self):
+        made = 0
+        try:
+            while True:
+                made += 1
+                self.count.write_text(str(made))
+                yield b"x" * 65536
+        finally:
+            self.count.write_text(f"closed {made}")
+"""
+
+
+def test_a_client_that_stops_reading_holds_the_generator_back_through_the_gateway(berth: Berth,
+                                                                                  tmp_path: Path) -> None:
+    count = tmp_path / "count"
+    spec = f"""
+    - name: streaming
+      kind: RealtimeAPI
+      predictor:
+        type: python
+        path: predictor.py
+        config: {{count: {count}}}
+    """
+    berth.run("deploy", str(write_project(tmp_path / "endless", spec, ENDLESS)), "--wait")
+    with socket.create_connection(("127.0.0.1", berth.port)) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.sendall(b"POST /streaming HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        assert client.recv(65536).startswith(b"HTTP/1.1 200")
+        seen: list[str] = []
+
+        def stalled() -> bool:  # the generator made nothing more for half a second
+            seen.append(count.read_text())
+            return len(seen) > 10 and seen[-1] == seen[-11]
+        wait_for(stalled, 15, "the generator to stall behind a client that stops reading", interval=0.05)
+        made = int(seen[-1])
+        # Socket buffers (client, gateway, replica) and one write buffer each: a few MiB, not the stream.
+        assert made * 65536 < 32 * 2**20, f"{made} chunks of 64 KiB made ahead of a client that reads nothing"
+    assert wait_for(lambda: count.read_text().startswith("closed") and count.read_text(), 5,
+                    "the generator to be closed once the client left")
     nothing_in_flight(berth)

@@ -95,7 +95,7 @@ def test_sse_event_with_a_name_and_the_error_event() -> None:
 
 @pytest.mark.parametrize("item", [object(), float("nan"), b"\xff"])
 def test_unsendable_events(item: Any) -> None:
-    with pytest.raises(SerialisationError, match="UTF-8|cannot be sent"):
+    with pytest.raises(SerialisationError, match=r"UTF-8|cannot be sent"):
         sse_event(item)
 
 
