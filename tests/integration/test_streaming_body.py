@@ -110,3 +110,43 @@ def test_async_predicts_with_a_body_stream_load(tmp_path: Path, decl: str) -> No
     app = make_app(tmp_path, f"class PythonPredictor:\n    {decl}\n")
     asyncio.run(app.load())
     assert isinstance(app, ReplicaApp) and app.ready
+
+
+GENERATOR_PREDICT = '''
+import asyncio, time
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, query_params):
+        for i in range(3):
+            time.sleep(0.05)
+            yield f"s{i} "
+'''
+
+ASYNC_GENERATOR_PREDICT = '''
+import asyncio
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    async def predict(self, query_params):
+        for i in range(3):
+            await asyncio.sleep(0.05)
+            yield {"i": i}
+'''
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(("source", "text"), [(GENERATOR_PREDICT, "s0 s1 s2 "),
+                                              (ASYNC_GENERATOR_PREDICT, '{"i":0}\n{"i":1}\n{"i":2}\n')])
+def test_predict_itself_may_be_a_generator(tmp_path: Path, source: str, text: str, threads: int) -> None:
+    app = make_app(tmp_path, source, threads_per_process=threads)
+    with serving(app) as url:
+        assert httpx.post(url, timeout=30).text == text
+        stats = httpx.get(f"{url}/stats").json()
+        # One observation per stream: the call plus the time spent producing its items.
+        assert stats["predict"]["count"] == 1 and stats["predict"]["sum"] >= 0.14
+        assert stats["requests"]["2XX"] == 1 and stats["in_flight"] == 0
