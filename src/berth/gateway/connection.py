@@ -30,6 +30,7 @@ from berth.gateway.http import (
 )
 from berth.gateway.reader import Reading, RequestReader
 from berth.gateway.routes import Route, Upstream
+from berth.gateway.upload import Upload, streamed_head
 from berth.gateway.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class ClientConnection(asyncio.Protocol):
         self.settings = gateway.settings
         self.loop = asyncio.get_running_loop()
         self.new_request_id: Callable[[], bytes] = gateway.new_request_id
-        self.reader = RequestReader(self, gateway.settings)
+        self.reader = RequestReader(self, gateway.settings, gateway.routes)
         self.data_received = self.reader.feed  # type: ignore[method-assign]
         self.transport: asyncio.Transport | None = None
         self.flow: ReadFlow | None = None
@@ -101,6 +102,8 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.client_eof = True
+        if self.reader.upload is not None and not self.reader.stopped:
+            return False  # its body can never complete, and the replica waits for it: as if gone (499)
         self.reader.stop()  # a request cut short can never complete
         # Keep the write side open for what the client already asked; _pump closes after it.
         return not self.closing and not (self.exchange is None and self.held is None and not self.pending)
@@ -151,6 +154,9 @@ class ClientConnection(asyncio.Protocol):
             if self.client_eof:
                 self._pump()
             return
+        if request.error is not None and self.reader.upload is not None:
+            self._refuse_upload(request)
+            return
         self.pending.append(request)
         self._pump()
         if self.pending and not self.closing and self.flow is not None:
@@ -159,6 +165,23 @@ class ClientConnection(asyncio.Protocol):
     def want_continue(self) -> None:
         self.continue_due = True
         self._pump()
+
+    # --- UploadOwner (called by a streamed request body) ----------------------------------------
+    def hold_client(self) -> None:
+        if self.flow is not None:
+            self.flow.pause_reading()
+
+    def release_client(self) -> None:
+        if not self.closing and not self.pending and self.flow is not None and self.flow.read_paused:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again, unless a streamed body holds the client back (the replica is slower)."""
+        upload = self.reader.upload
+        if upload is None or upload.may_read:
+            assert self.flow is not None
+            self.reader.last_read = monotonic()  # the body timeout does not count the pause
+            self.flow.resume_reading()
 
     # --- one request at a time, in order -------------------------------------------------------
     def _pump(self) -> None:
@@ -170,7 +193,7 @@ class ClientConnection(asyncio.Protocol):
             return
         assert self.flow is not None and self.transport is not None
         if self.flow.read_paused:
-            self.flow.resume_reading()
+            self._resume_reading()
         if self.exchange is None and self.held is None:
             if self.continue_due and not self.write_paused:
                 self.continue_due = False
@@ -205,6 +228,9 @@ class ClientConnection(asyncio.Protocol):
         self._start(route, upstream, request, target, now)
 
     def _start(self, route: Route, upstream: Upstream, request: ParsedRequest, target: bytes, now: float) -> None:
+        if request.upload is not None:
+            self._start_upload(route, upstream, request, request.upload, target, now)
+            return
         exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
                             now or monotonic())
         self.exchange = exchange
@@ -219,9 +245,70 @@ class ClientConnection(asyncio.Protocol):
             connection.pause_reading()
 
     def _send(self, exchange: Exchange, connection: UpstreamConnection) -> None:
-        connection.send(exchange, self)
+        upload = exchange.request.upload
+        connection.send(exchange, self if upload is None else UploadSink(self, upload))
         if self.write_paused:
             connection.pause_reading()
+        if upload is not None and connection.transport is not None:
+            upload.attach(connection.transport)
+
+    # --- a request body streamed as it arrives (upload.py) ----------------------------------------
+    def _start_upload(self, route: Route, upstream: Upstream, request: ParsedRequest, upload: Upload,
+                      target: bytes, now: float) -> None:
+        """Always on a connection of its own: a pooled one may turn out closed by the replica, and a
+        request some of whose body went out cannot be retried on another."""
+        exchange = Exchange(route, upstream, request, streamed_head(request_head(request, target), upload),
+                            now or monotonic())
+        self.exchange = exchange
+        if route.timeout < self.shortest_timeout:
+            self._arm(exchange.deadline)
+        if upload.expect_continue:  # dispatched means next in line: the client may send its body now
+            upload.expect_continue = False
+            if not upload.complete and self.transport is not None:
+                self.transport.write(CONTINUE)
+        self.loop.create_task(self._connect(exchange))
+
+    def answered_early(self, status: int) -> None:
+        """The replica answered before the whole body came (a 413 from the predictor, say). The answer
+        went out; no more of the body is forwarded, and the client connection closes once the client
+        has had time to read it (nginx's lingering close)."""
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if exchange.connection is not None:
+            exchange.connection.close()  # pooled already, but with a request half sent: never reusable
+        assert exchange.request.upload is not None
+        exchange.request.upload.detach()
+        self.exchange = None
+        exchange.release()
+        now = monotonic()
+        self._record(exchange.route, exchange.request, status, now - exchange.started, now, None,
+                     exchange.upstream.target.replica_id)
+        self._linger()
+
+    def _refuse_upload(self, request: ParsedRequest) -> None:
+        """The reader refused a streamed body midway (408, 413, 400): whatever holds its request lets go,
+        and the refusal is its answer, in its place in line."""
+        upload = self.reader.upload
+        exchange, held = self.exchange, self.held
+        if exchange is not None and exchange.request.upload is upload:
+            connection = exchange.connection
+            self.exchange = None
+            exchange.release()  # counted by _answer_error under the refusal's reason
+            if connection is not None:
+                connection.abandon()  # a request half sent: never reusable
+            if connection is not None and connection.responded:
+                self._close()  # part of the replica's answer went out: only closing tells the client
+                return
+        elif held is not None and held.request.upload is upload:
+            self.held = None
+            held.cancel()
+        elif self.pending and self.pending[-1].upload is upload:
+            self.pending.pop()
+        if upload is not None:
+            upload.detach()
+        self.pending.append(request)
+        self._pump()
 
     async def _connect(self, exchange: Exchange) -> None:
         while True:
@@ -358,7 +445,9 @@ class ClientConnection(asyncio.Protocol):
         if reader.state == Reading.HEAD:
             return reader.head_started + self.settings.header_timeout
         if reader.state == Reading.BODY:
-            return math.inf if self.continue_due else reader.last_read + self.settings.body_timeout
+            if self.continue_due or (reader.upload is not None and reader.upload.expect_continue):
+                return math.inf  # the client waits for our 100 Continue
+            return reader.last_read + self.settings.body_timeout
         return self.idle_since + self.idle_limit if self.idle else math.inf
 
     def _read_timeout(self) -> None:
@@ -462,10 +551,15 @@ class ClientConnection(asyncio.Protocol):
                      reason: bytes | None, extra: bytes = b"") -> None:
         if self.closing or self.transport is None:
             return
+        upload = request.upload
+        if upload is not None and not upload.complete:
+            # The replica never gets the rest of this body: the client is told it is the last answer.
+            upload.detach()
+            request.keep_alive = False
         self.transport.write(local_response(status, body, content_type, request.request_id, reason,
                                             request.keep_alive, request.http10, request.is_head, extra))
         if not request.keep_alive:
-            self._close()
+            self._linger() if upload is not None else self._close()
 
     def _answer_error(self, request: ParsedRequest) -> None:
         """A refused request: answer, then read and drop what the client still sends before closing,
@@ -478,6 +572,11 @@ class ClientConnection(asyncio.Protocol):
         self.transport.write(local_response(
             error.status, error_body(error.message, request.request_id), b"application/json", request.request_id,
             error.reason, False, request.http10, request.is_head))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer, reading and dropping what the client still sends for a while."""
+        assert self.transport is not None and self.flow is not None
         self.closing = True
         self.pending.clear()
         self.reader.stop()
@@ -495,3 +594,26 @@ class ClientConnection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+class UploadSink:
+    """The client side of an exchange whose request body is still streaming (ResponseSink)."""
+
+    __slots__ = ("client", "upload")
+
+    def __init__(self, client: ClientConnection, upload: Upload) -> None:
+        self.client = client
+        self.upload = upload
+
+    def forward(self, data: bytes) -> None:
+        self.client.forward(data)
+
+    def response_complete(self, status: int, keep_alive: bool) -> None:
+        if self.upload.complete:
+            self.client.response_complete(status, keep_alive)
+        else:
+            self.client.answered_early(status)
+
+    def upstream_lost(self, responded: bool, delivered: bool) -> None:
+        self.upload.detach()
+        self.client.upstream_lost(responded, delivered)
