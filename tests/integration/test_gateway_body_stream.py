@@ -84,7 +84,7 @@ def chunk(data: bytes) -> bytes:
 # --- hostile and failing clients first -------------------------------------------------------------
 async def test_a_client_vanishing_mid_upload_ends_the_exchange_as_499(tmp_path: Path) -> None:
     async with streaming(tmp_path) as s:
-        reader, writer = await s.connect()
+        _, writer = await s.connect()
         writer.write(head(10 * len(PIECE)) + PIECE)
         await until(lambda: s.replica.received > 0, message="the replica got the first piece")
         assert s.in_flight() == 2
@@ -94,15 +94,32 @@ async def test_a_client_vanishing_mid_upload_ends_the_exchange_as_499(tmp_path: 
         assert not s.replica.requests[0].complete
 
 
-async def test_a_client_half_closing_mid_upload_is_gone_too(tmp_path: Path) -> None:
+async def test_a_client_half_closing_mid_upload_lets_the_replica_go(tmp_path: Path) -> None:
     async with streaming(tmp_path) as s:
         reader, writer = await s.connect()
         writer.write(head(None) + chunk(PIECE))
         await until(lambda: s.replica.received > 0, message="the replica got the first piece")
         writer.write_eof()
+        assert await at_eof(reader)  # nothing to answer: as far as the gateway can tell, the client is gone
+        await close(writer)
+        await s.settled()
+        assert s.route.stats.codes == {499: 1}
+
+
+async def test_a_half_close_mid_upload_still_answers_the_request_ahead(tmp_path: Path) -> None:
+    async with streaming(tmp_path) as s:
+        s.replica.reading.clear()  # the first request waits at the replica
+        reader, writer = await s.connect()
+        writer.write(head(3) + b"abc" + head(None) + chunk(b"part"))
+        await until(lambda: s.replica.open == 1, message="the first request at the replica")
+        writer.write_eof()
+        s.replica.reading.set()
+        response = await read_response(reader)
+        assert response.status == 200 and json.loads(response.body)["received"] == 3
         assert await at_eof(reader)
         await close(writer)
         await s.settled()
+        assert s.route.stats.codes == {200: 1, 499: 1}
 
 
 async def test_a_slow_client_gets_408_and_the_replica_connection_is_dropped(tmp_path: Path) -> None:
@@ -202,6 +219,48 @@ async def test_a_connect_failure_before_any_byte_went_out_is_retried(tmp_path: P
         response = await read_response(reader)
         s.route.upstreams[0].in_flight = 0
         assert response.status == 200 and json.loads(response.body)["received"] == len(PIECE)
+        await close(writer)
+        await s.settled()
+
+
+async def test_a_request_whose_body_went_out_is_never_retried(tmp_path: Path) -> None:
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # accepts, then dies without reading: like a replica SIGKILLed mid-accept
+
+    dying = await asyncio.start_unix_server(slam, str(tmp_path / "dying.sock"))
+    try:
+        async with streaming(tmp_path) as s:
+            s.route.set_targets([Target("dying", str(tmp_path / "dying.sock")), Target("r0", s.replica.path)])
+            s.route.upstreams[1].in_flight = 1  # least in-flight picks the dying one
+            reader, writer = await s.connect()
+            writer.write(head(8 * len(PIECE)) + PIECE)  # some body arrives with the head: it goes out at once
+            for _ in range(7):
+                writer.write(PIECE)
+            response = await read_response(reader)
+            s.route.upstreams[1].in_flight = 0
+            # Retried, the replica would have got a body without its first bytes, which the gateway no longer had.
+            assert response.status == 502 and response.header("x-berth-reason") == "replica-connection-lost"
+            assert s.replica.requests == []
+            await close(writer)
+            await s.settled()
+    finally:
+        dying.close()
+
+
+async def test_a_request_held_for_a_replica_buffers_a_bounded_amount(tmp_path: Path) -> None:
+    async with streaming(tmp_path) as s:
+        s.route.set_targets([])
+        s.route.hold_requests(True, 10, 10.0)
+        reader, writer = await s.connect()
+        total = 64 * len(PIECE)  # 4 MiB
+        writer.write(head(total) + PIECE * 64)  # more than the gateway takes before it pauses
+        connection = next(iter(s.gateway.connections))
+        await until(lambda: connection.flow is not None and connection.flow.read_paused, message="the client paused")
+        upload = connection.reader.upload
+        assert upload is not None and upload.transport is None and upload.buffered <= 2 * BUFFER
+        s.route.set_targets([Target("r0", s.replica.path)])  # the replica is ready: the held request goes
+        response = await read_response(reader)
+        assert response.status == 200 and json.loads(response.body)["received"] == total
         await close(writer)
         await s.settled()
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.config import load_spec
-from berth.config import signature
+from berth.config import load_spec, signature
 from berth.config.signature import predict_parameters
 from berth.control.routing import Routing, streams_body
 from berth.errors import ConfigError

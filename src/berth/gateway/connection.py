@@ -30,14 +30,14 @@ from berth.gateway.http import (
 )
 from berth.gateway.reader import Reading, RequestReader
 from berth.gateway.routes import Route, Upstream
-from berth.gateway.upload import Upload, streamed_head
+from berth.gateway.uploads import UploadExchanges, UploadSink
 from berth.gateway.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from berth.gateway.proxy import Gateway
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(UploadExchanges, asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
@@ -103,7 +103,7 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.client_eof = True
         if self.reader.upload is not None and not self.reader.stopped:
-            return False  # its body can never complete, and the replica waits for it: as if gone (499)
+            self._upload_gone()  # a streamed body that can never complete: the replica lets go of it
         self.reader.stop()  # a request cut short can never complete
         # Keep the write side open for what the client already asked; _pump closes after it.
         return not self.closing and not (self.exchange is None and self.held is None and not self.pending)
@@ -165,23 +165,6 @@ class ClientConnection(asyncio.Protocol):
     def want_continue(self) -> None:
         self.continue_due = True
         self._pump()
-
-    # --- UploadOwner (called by a streamed request body) ----------------------------------------
-    def hold_client(self) -> None:
-        if self.flow is not None:
-            self.flow.pause_reading()
-
-    def release_client(self) -> None:
-        if not self.closing and not self.pending and self.flow is not None and self.flow.read_paused:
-            self._resume_reading()
-
-    def _resume_reading(self) -> None:
-        """Read again, unless a streamed body holds the client back (the replica is slower)."""
-        upload = self.reader.upload
-        if upload is None or upload.may_read:
-            assert self.flow is not None
-            self.reader.last_read = monotonic()  # the body timeout does not count the pause
-            self.flow.resume_reading()
 
     # --- one request at a time, in order -------------------------------------------------------
     def _pump(self) -> None:
@@ -251,64 +234,6 @@ class ClientConnection(asyncio.Protocol):
             connection.pause_reading()
         if upload is not None and connection.transport is not None:
             upload.attach(connection.transport)
-
-    # --- a request body streamed as it arrives (upload.py) ----------------------------------------
-    def _start_upload(self, route: Route, upstream: Upstream, request: ParsedRequest, upload: Upload,
-                      target: bytes, now: float) -> None:
-        """Always on a connection of its own: a pooled one may turn out closed by the replica, and a
-        request some of whose body went out cannot be retried on another."""
-        exchange = Exchange(route, upstream, request, streamed_head(request_head(request, target), upload),
-                            now or monotonic())
-        self.exchange = exchange
-        if route.timeout < self.shortest_timeout:
-            self._arm(exchange.deadline)
-        if upload.expect_continue:  # dispatched means next in line: the client may send its body now
-            upload.expect_continue = False
-            if not upload.complete and self.transport is not None:
-                self.transport.write(CONTINUE)
-        self.loop.create_task(self._connect(exchange))
-
-    def answered_early(self, status: int) -> None:
-        """The replica answered before the whole body came (a 413 from the predictor, say). The answer
-        went out; no more of the body is forwarded, and the client connection closes once the client
-        has had time to read it (nginx's lingering close)."""
-        exchange = self.exchange
-        if exchange is None:
-            return
-        if exchange.connection is not None:
-            exchange.connection.close()  # pooled already, but with a request half sent: never reusable
-        assert exchange.request.upload is not None
-        exchange.request.upload.detach()
-        self.exchange = None
-        exchange.release()
-        now = monotonic()
-        self._record(exchange.route, exchange.request, status, now - exchange.started, now, None,
-                     exchange.upstream.target.replica_id)
-        self._linger()
-
-    def _refuse_upload(self, request: ParsedRequest) -> None:
-        """The reader refused a streamed body midway (408, 413, 400): whatever holds its request lets go,
-        and the refusal is its answer, in its place in line."""
-        upload = self.reader.upload
-        exchange, held = self.exchange, self.held
-        if exchange is not None and exchange.request.upload is upload:
-            connection = exchange.connection
-            self.exchange = None
-            exchange.release()  # counted by _answer_error under the refusal's reason
-            if connection is not None:
-                connection.abandon()  # a request half sent: never reusable
-            if connection is not None and connection.responded:
-                self._close()  # part of the replica's answer went out: only closing tells the client
-                return
-        elif held is not None and held.request.upload is upload:
-            self.held = None
-            held.cancel()
-        elif self.pending and self.pending[-1].upload is upload:
-            self.pending.pop()
-        if upload is not None:
-            upload.detach()
-        self.pending.append(request)
-        self._pump()
 
     async def _connect(self, exchange: Exchange) -> None:
         while True:
@@ -595,25 +520,3 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-
-class UploadSink:
-    """The client side of an exchange whose request body is still streaming (ResponseSink)."""
-
-    __slots__ = ("client", "upload")
-
-    def __init__(self, client: ClientConnection, upload: Upload) -> None:
-        self.client = client
-        self.upload = upload
-
-    def forward(self, data: bytes) -> None:
-        self.client.forward(data)
-
-    def response_complete(self, status: int, keep_alive: bool) -> None:
-        if self.upload.complete:
-            self.client.response_complete(status, keep_alive)
-        else:
-            self.client.answered_early(status)
-
-    def upstream_lost(self, responded: bool, delivered: bool) -> None:
-        self.upload.detach()
-        self.client.upstream_lost(responded, delivered)
