@@ -519,4 +519,3 @@ class ClientConnection(UploadExchanges, asyncio.Protocol):
         self.closing = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-

@@ -268,7 +268,7 @@ class RequestReader:
         limit = self.max_body = self.settings.max_streamed_body_size or 2**63
         if length > limit:
             self.reject(413, b"body-too-large", f"the request body ({length} bytes) exceeds the limit of {limit} "
-                        "bytes for streamed bodies")
+                        "bytes for streamed bodies (max_streamed_body_size)")
             return True
         expect = self.expect and not self.http10
         if expect and self.expect != b"100-continue":
