@@ -20,6 +20,7 @@ SIZE, SECONDS, DURATION, PLAIN, LIST = "size", "seconds", "duration", "plain", "
 SETTINGS = (("host", "--host", PLAIN), ("port", "--port", PLAIN), ("gateway_workers", "--gateway-workers", PLAIN),
             ("readiness_timeout", "--readiness-timeout", SECONDS), ("log_retention", "--log-retention", DURATION),
             ("max_body_size", "--max-body-size", SIZE), ("max_request_line", "--max-request-line", SIZE),
+            ("max_streamed_body_size", "--max-streamed-body-size", SIZE),
             ("max_header_size", "--max-header-size", SIZE), ("max_connections", "--max-connections", PLAIN),
             ("header_timeout", "--header-timeout", SECONDS), ("body_timeout", "--body-timeout", SECONDS),
             ("keep_alive_timeout", "--keep-alive-timeout", SECONDS),
@@ -44,6 +45,9 @@ def cluster() -> None:
               help="Seconds a replica may take to become ready before it counts as failed (default 600).")
 @click.option("--max-body-size", default=None, metavar="QUANTITY",
               help="Largest request body the gateway accepts, e.g. 64Mi (default) or 1Gi; larger ones get a 413.")
+@click.option("--max-streamed-body-size", default=None, metavar="QUANTITY",
+              help="Largest request body streamed to an API whose predict takes body_stream (default: no limit); "
+                   "larger ones get a 413.")
 @click.option("--max-request-line", default=None, metavar="QUANTITY",
               help="Longest request line (default 8Ki); longer ones get a 414.")
 @click.option("--max-header-size", default=None, metavar="QUANTITY",
@@ -67,7 +71,8 @@ def cluster() -> None:
 @env_option
 @pass_context
 def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, gateway_workers: int | None,
-       readiness_timeout: float | None, max_body_size: str | None, max_request_line: str | None,
+       readiness_timeout: float | None, max_body_size: str | None, max_streamed_body_size: str | None,
+       max_request_line: str | None,
        max_header_size: str | None, max_connections: int | None, header_timeout: float | None,
        body_timeout: float | None, keep_alive_timeout: float | None, upstream_idle_timeout: float | None,
        trusted_proxies: tuple[str, ...], log_retention: str | None) -> None:
@@ -78,6 +83,7 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, ga
     obj.port = port or obj.port
     obj.host = host or obj.host
     sizes = {"max_body_size": ("--max-body-size", max_body_size),
+             "max_streamed_body_size": ("--max-streamed-body-size", max_streamed_body_size),
              "max_request_line": ("--max-request-line", max_request_line),
              "max_header_bytes": ("--max-header-size", max_header_size)}
     gateway: dict[str, Any] = {name: _bytes(value, flag) for name, (flag, value) in sizes.items() if value}

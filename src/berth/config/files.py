@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from berth.config.positions import Marks, Path_, dotted, where
+from berth.config.signature import batching_conflict
 
 MODEL_KEYS = ("models", "multi_model_reloading")  # Cortex v0.25 used the second name
 CLASS_NAMES = {"python": "PythonPredictor", "onnx": "ONNXPredictor"}
@@ -147,7 +148,8 @@ def _check_source(item: dict[str, Any], path: Path, root: Path, at: str, report:
     """The predictor parses and defines the class its type needs."""
     display = path.relative_to(root).as_posix()
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         position, field_name = at.rsplit(": ", 1)
         report.problems.append(f"{display}:{exc.lineno or 1}:{exc.offset or 1}: syntax error in the predictor: "
@@ -163,3 +165,7 @@ def _check_source(item: dict[str, Any], path: Path, root: Path, at: str, report:
     if class_name is not None and class_name not in classes:
         found = ", ".join(classes) if classes else "none"
         report.problems.append(f"{at}: {path.name} defines no class {class_name} (classes found: {found})")
+    elif class_name is not None and item["predictor"].get("server_side_batching") is not None:
+        conflict = batching_conflict(source, class_name)
+        if conflict:
+            report.problems.append(f"{at}: {conflict}")

@@ -30,6 +30,7 @@ from berth.control.health import Health
 from berth.control.paths import Paths
 from berth.control.replica import Replica
 from berth.control.rollout import Rollout
+from berth.control.routing import streams_body
 from berth.control.starting import Starter
 from berth.control.store import Store
 from berth.control.supervisor import Supervisor
@@ -101,7 +102,8 @@ class Reconciler:
                                holds=scaling.min_replicas == 0, hold_limit=scaling.scale_from_zero_queue,
                                hold_timeout=scaling.scale_from_zero_timeout,
                                timeout=api.spec.networking.timeout,
-                               request_log_sample_rate=api.spec.networking.request_log_sample_rate)
+                               request_log_sample_rate=api.spec.networking.request_log_sample_rate,
+                               stream_body=streams_body(api.spec, api.project))
         self.wake()
 
     def remove(self, name: str) -> None:

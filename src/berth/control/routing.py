@@ -10,9 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
+from berth.config.schema import RealtimeAPI
+from berth.config.signature import predict_parameters
 from berth.gateway.control import RouteEntry, routes_message
 from berth.gateway.routes import Target
+from berth.runtime.contract import streams_request_body
 
 
 class Routing:
@@ -27,14 +31,14 @@ class Routing:
 
     def configure(self, api: str, endpoint: str, max_replica_concurrency: int, *, holds: bool,
                   hold_limit: int, hold_timeout: float, timeout: float,
-                  request_log_sample_rate: float = 1.0) -> None:
+                  request_log_sample_rate: float = 1.0, stream_body: bool = False) -> None:
         """Settings of an API's route; its targets stay. Per-API limits are shared out between workers."""
         current = self.entries.get(api)
         entry = RouteEntry(api=api, endpoint=endpoint, timeout=timeout, holds=holds, hold_timeout=hold_timeout,
                            max_replica_concurrency=math.ceil(max_replica_concurrency / self.workers),
                            hold_limit=math.ceil(hold_limit / self.workers),
                            targets=current.targets if current else (),
-                           request_log_sample_rate=request_log_sample_rate)
+                           request_log_sample_rate=request_log_sample_rate, stream_body=stream_body)
         if entry != current:
             self.entries[api] = entry
             self.generation += 1
@@ -74,3 +78,16 @@ class Routing:
         for target in before:
             if target.replica_id not in staying:
                 self.left_at[target.replica_id] = self.generation
+
+
+def streams_body(spec: RealtimeAPI, project: Path) -> bool:
+    """Whether the API's predict takes its request body as a stream, read from the deployed source
+    (the control plane never imports it). Unreadable or unclear source: buffered, as before."""
+    if not spec.predictor.path:
+        return False
+    try:
+        source = (project / spec.predictor.path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    parameters = predict_parameters(source, spec.predictor.class_name)
+    return parameters is not None and streams_request_body(parameters)

@@ -30,19 +30,20 @@ from berth.gateway.http import (
 )
 from berth.gateway.reader import Reading, RequestReader
 from berth.gateway.routes import Route, Upstream
+from berth.gateway.uploads import UploadExchanges, UploadSink
 from berth.gateway.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from berth.gateway.proxy import Gateway
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(UploadExchanges, asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
         self.loop = asyncio.get_running_loop()
         self.new_request_id: Callable[[], bytes] = gateway.new_request_id
-        self.reader = RequestReader(self, gateway.settings)
+        self.reader = RequestReader(self, gateway.settings, gateway.routes)
         self.data_received = self.reader.feed  # type: ignore[method-assign]
         self.transport: asyncio.Transport | None = None
         self.flow: ReadFlow | None = None
@@ -101,6 +102,8 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.client_eof = True
+        if self.reader.upload is not None and not self.reader.stopped:
+            self._upload_gone()  # a streamed body that can never complete: the replica lets go of it
         self.reader.stop()  # a request cut short can never complete
         # Keep the write side open for what the client already asked; _pump closes after it.
         return not self.closing and not (self.exchange is None and self.held is None and not self.pending)
@@ -151,6 +154,9 @@ class ClientConnection(asyncio.Protocol):
             if self.client_eof:
                 self._pump()
             return
+        if request.error is not None and self.reader.upload is not None:
+            self._refuse_upload(request)
+            return
         self.pending.append(request)
         self._pump()
         if self.pending and not self.closing and self.flow is not None:
@@ -170,7 +176,7 @@ class ClientConnection(asyncio.Protocol):
             return
         assert self.flow is not None and self.transport is not None
         if self.flow.read_paused:
-            self.flow.resume_reading()
+            self._resume_reading()
         if self.exchange is None and self.held is None:
             if self.continue_due and not self.write_paused:
                 self.continue_due = False
@@ -205,6 +211,9 @@ class ClientConnection(asyncio.Protocol):
         self._start(route, upstream, request, target, now)
 
     def _start(self, route: Route, upstream: Upstream, request: ParsedRequest, target: bytes, now: float) -> None:
+        if request.upload is not None:
+            self._start_upload(route, upstream, request, request.upload, target, now)
+            return
         exchange = Exchange(route, upstream, request, request_head(request, target) + request.body,
                             now or monotonic())
         self.exchange = exchange
@@ -219,9 +228,12 @@ class ClientConnection(asyncio.Protocol):
             connection.pause_reading()
 
     def _send(self, exchange: Exchange, connection: UpstreamConnection) -> None:
-        connection.send(exchange, self)
+        upload = exchange.request.upload
+        connection.send(exchange, self if upload is None else UploadSink(self, upload))
         if self.write_paused:
             connection.pause_reading()
+        if upload is not None and connection.transport is not None:
+            upload.attach(connection.transport)
 
     async def _connect(self, exchange: Exchange) -> None:
         while True:
@@ -358,7 +370,9 @@ class ClientConnection(asyncio.Protocol):
         if reader.state == Reading.HEAD:
             return reader.head_started + self.settings.header_timeout
         if reader.state == Reading.BODY:
-            return math.inf if self.continue_due else reader.last_read + self.settings.body_timeout
+            if self.continue_due or (reader.upload is not None and reader.upload.expect_continue):
+                return math.inf  # the client waits for our 100 Continue
+            return reader.last_read + self.settings.body_timeout
         return self.idle_since + self.idle_limit if self.idle else math.inf
 
     def _read_timeout(self) -> None:
@@ -462,10 +476,15 @@ class ClientConnection(asyncio.Protocol):
                      reason: bytes | None, extra: bytes = b"") -> None:
         if self.closing or self.transport is None:
             return
+        upload = request.upload
+        if upload is not None and not upload.complete:
+            # The replica never gets the rest of this body: the client is told it is the last answer.
+            upload.detach()
+            request.keep_alive = False
         self.transport.write(local_response(status, body, content_type, request.request_id, reason,
                                             request.keep_alive, request.http10, request.is_head, extra))
         if not request.keep_alive:
-            self._close()
+            self._linger() if upload is not None else self._close()
 
     def _answer_error(self, request: ParsedRequest) -> None:
         """A refused request: answer, then read and drop what the client still sends before closing,
@@ -478,6 +497,11 @@ class ClientConnection(asyncio.Protocol):
         self.transport.write(local_response(
             error.status, error_body(error.message, request.request_id), b"application/json", request.request_id,
             error.reason, False, request.http10, request.is_head))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer, reading and dropping what the client still sends for a while."""
+        assert self.transport is not None and self.flow is not None
         self.closing = True
         self.pending.clear()
         self.reader.stop()

@@ -45,6 +45,7 @@ class RouteEntry:
     timeout: float = 600.0
     targets: tuple[Target, ...] = ()
     request_log_sample_rate: float = 1.0  # networking.request_log_sample_rate
+    stream_body: bool = False  # predict takes body_stream: request bodies stream to the replica as they arrive
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,7 +67,9 @@ class RouteEntry:
                    hold_timeout=float(_typed(data, "hold_timeout", (int, float))),
                    timeout=float(_typed(data, "timeout", (int, float))),
                    targets=tuple(Target(replica, sock) for replica, sock in targets),
-                   request_log_sample_rate=_sample_rate(data))
+                   request_log_sample_rate=_sample_rate(data),
+                   # Optional: a table saved by an older daemon has none (bodies buffered, as then).
+                   stream_body=_typed(data, "stream_body", bool) if "stream_body" in data else False)
 
 
 def _sample_rate(data: dict[str, Any]) -> float:
@@ -133,7 +136,9 @@ class RouteApplier:
             route.hold_requests(entry.holds, entry.hold_limit, entry.hold_timeout)
             route.timeout = entry.timeout
             route.log_rate = entry.request_log_sample_rate
+            route.stream_body = entry.stream_body
             self.retired.extend(route.set_targets(entry.targets))
+        self.routes.count_streaming()
         self.generation = generation
         self.retired = [u for u in self.retired if u.in_flight > 0]
 

@@ -43,8 +43,8 @@ class Exchange:
 
     def move_to_another(self) -> bool:
         """Hand a request its replica never read to one not tried yet (the only safe retry)."""
-        if self.released:
-            return False
+        if self.released or (self.request.upload is not None and self.request.upload.sent):
+            return False  # released; or some of a streamed body went out, and the gateway has it no more
         tried = self.tried = [*(self.tried or ()), self.upstream]
         following = self.route.pick(exclude=tried)
         if following is None:

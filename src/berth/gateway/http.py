@@ -11,6 +11,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from berth.gateway.upload import Upload
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded. Proxy-Authorization is
 # meant for the gateway, not for the replica behind it.
@@ -73,6 +77,7 @@ class ParsedRequest:
     is_head: bool = False
     forwarded_host: bytes = b""  # a trusted proxy's X-Forwarded-Host, kept over our Host
     started: float = 0.0  # monotonic time its head began to arrive: its recorded latency counts from here
+    upload: Upload | None = None  # its body streams to the replica as it arrives (stream_body routes)
 
 
 def rejected(rejection: Rejection, request_id: bytes, method: bytes = b"GET", http10: bool = False,

@@ -16,6 +16,7 @@ RESERVED_DESCRIPTORS = 64
 @dataclass(frozen=True)
 class GatewaySettings:
     max_body_size: int = 64 * 2**20        # 413 beyond (nginx client_max_body_size is 1m; models take more)
+    max_streamed_body_size: int = 0        # the same for routes that stream bodies (predict takes body_stream); 0: none
     max_request_line: int = 8 * 2**10      # 414 beyond: nginx large_client_header_buffers 8k
     max_header_bytes: int = 64 * 2**10     # 431 beyond: the sum of every name and value
     header_timeout: float = 60.0           # nginx client_header_timeout: the whole head

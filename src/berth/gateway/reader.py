@@ -23,6 +23,8 @@ from berth.gateway.http import (
     rejected,
 )
 from berth.gateway.limits import GatewaySettings
+from berth.gateway.routes import RoutingTable
+from berth.gateway.upload import Upload
 
 
 class Reading:
@@ -44,14 +46,20 @@ class RequestSink(Protocol):
 
     def want_continue(self) -> None: ...
 
+    def hold_client(self) -> None: ...
+
+    def release_client(self) -> None: ...
+
     new_request_id: Callable[[], bytes]
 
 
 class RequestReader:
-    def __init__(self, sink: RequestSink, settings: GatewaySettings) -> None:
+    def __init__(self, sink: RequestSink, settings: GatewaySettings, routes: RoutingTable | None = None) -> None:
         self.sink = sink
         self.settings = settings
+        self.routes = routes if routes is not None else RoutingTable()
         self.max_header_bytes = settings.max_header_bytes
+        self.upload: Upload | None = None  # the body being streamed to a replica as it arrives
         self.parser = httptools.HttpRequestParser(self)
         self.state = Reading.IDLE
         self.head_started = 0.0
@@ -118,6 +126,8 @@ class RequestReader:
     def _reset_rare(self) -> None:
         """Fields most requests never set: reset only after a request that did."""
         self._rare = False
+        self.max_body = self.settings.max_body_size  # a streamed body has its own limit
+        self.chunked = False
         self.expect = b""
         self.tokens: list[bytes] = []
         self.client_for: bytes | None = None
@@ -160,6 +170,8 @@ class RequestReader:
             self.expect = value.lower()
         elif name == b"connection":
             self.tokens += connection_tokens(value)
+        elif name == b"transfer-encoding":
+            self.chunked = b"chunked" in value.lower()
         elif self.sink.trusted:
             if name == b"x-forwarded-for":
                 self.client_for = value if self.client_for is None else b"%s, %s" % (self.client_for, value)
@@ -174,6 +186,8 @@ class RequestReader:
             return
         parser = self.parser
         self.http10 = parser.get_http_version() == "1.0"
+        if self.routes.streaming and self._stream_body():
+            return
         limit = self.settings.max_body_size
         if self.content_length.isdigit() and int(self.content_length) > limit:
             self.reject(413, b"body-too-large",
@@ -188,15 +202,19 @@ class RequestReader:
         if self.stopped:
             return
         self.body_size += len(body)
-        if self.body_size > self.settings.max_body_size:
-            self.reject(413, b"body-too-large",
-                        f"the request body exceeds the limit of {self.settings.max_body_size} bytes")
+        if self.body_size > self.max_body:
+            self.reject(413, b"body-too-large", f"the request body exceeds the limit of {self.max_body} bytes")
             return
-        self.body.append(body)
+        self.body.append(body)  # for a streamed body, Upload.append
 
     def on_message_complete(self) -> None:
         self.state = Reading.IDLE
         if self.stopped:
+            return
+        upload = self.upload
+        if upload is not None:
+            self.upload = None
+            upload.finish()
             return
         request = self._request()
         if request is not None:
@@ -229,6 +247,40 @@ class RequestReader:
             method, path, query, host, headers, body[0] if len(body) == 1 else b"".join(body), keep_alive,
             self.http10, self.request_id or sink.new_request_id(), forwarded, None, method == b"HEAD",
             self.client_host or b"", self.head_started)
+
+    def _stream_body(self) -> bool:
+        """A body for a route that streams it: the request goes out now, its body as it arrives.
+        False: an ordinary request (no body, or a route that buffers); True: dispatched or refused."""
+        length = int(self.content_length) if self.content_length.isdigit() else 0
+        if not (self.chunked or length):
+            return False
+        if self.url[:1] == b"/":
+            path = self.url.partition(b"?")[0]
+        else:
+            target = self._target()
+            if target is None:
+                return True  # refused
+            path = target[0]
+        route = self.routes.resolve(path.decode("latin-1"))[0]
+        if route is None or not route.stream_body:
+            return False
+        self._rare = True  # _reset_rare puts max_body back
+        limit = self.max_body = self.settings.max_streamed_body_size or 2**63
+        if length > limit:
+            self.reject(413, b"body-too-large", f"the request body ({length} bytes) exceeds the limit of {limit} "
+                        "bytes for streamed bodies (max_streamed_body_size)")
+            return True
+        expect = self.expect and not self.http10
+        if expect and self.expect != b"100-continue":
+            self.reject(417, b"expectation-failed", "only `Expect: 100-continue` is supported")
+            return True
+        request = self._request()  # built while the body is still the empty list
+        if request is None:
+            return True
+        upload = request.upload = self.upload = Upload(self.sink, None if self.chunked else length, bool(expect))
+        self.body = upload  # type: ignore[assignment]  # on_body appends to it
+        self.sink.enqueue(request)
+        return True
 
     def _target(self) -> tuple[bytes, bytes, bytes] | None:
         """Path, query and Host; an absolute-form target names the host itself (RFC 9112 §3.2.2)."""

@@ -78,6 +78,7 @@ class Route:
         self.in_flight = 0
         self.stats = APIStats()
         self.log_rate = 1.0  # networking.request_log_sample_rate: the share of requests written to its log
+        self.stream_body = False  # request bodies go to the replica as they arrive (predict takes body_stream)
         self._next = 0
         # Scale from zero: requests wait here until a replica is ready (or fails to start).
         self.holds = False
@@ -127,6 +128,8 @@ class RoutingTable:
     def __init__(self) -> None:
         self.by_endpoint: dict[str, Route] = {}
         self.by_api: dict[str, Route] = {}
+        # Routes with stream_body: while none, the reader never looks a route up before a body is whole.
+        self.streaming = 0
 
     def upsert(self, api: str, endpoint: str, max_replica_concurrency: int) -> Route:
         route = self.by_api.get(api)
@@ -145,7 +148,12 @@ class RoutingTable:
         if route is not None:
             self.by_endpoint.pop(route.endpoint, None)
             route.set_targets(())
+            self.count_streaming()
         return route
+
+    def count_streaming(self) -> None:
+        """Call after changing a route's stream_body."""
+        self.streaming = sum(route.stream_body for route in self.by_api.values())
 
     def resolve(self, path: str) -> tuple[Route | None, str]:
         """The route for a request path and the path the replica sees (`/` for the predict call)."""

@@ -141,6 +141,17 @@ class UpstreamConnection(asyncio.Protocol):
         unread = isinstance(exc, BrokenPipeError | ConnectionResetError) and not self.received
         sink.upstream_lost(self.responded, delivered=not unread)
 
+    def pause_writing(self) -> None:
+        """The replica reads slower than a streamed request body arrives: hold the client back."""
+        exchange = self.exchange
+        if exchange is not None and exchange.request.upload is not None:
+            exchange.request.upload.pause()
+
+    def resume_writing(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and exchange.request.upload is not None:
+            exchange.request.upload.resume()
+
     def pause_reading(self) -> None:
         if self.flow is not None and not self.closed:
             self.flow.pause_reading()
