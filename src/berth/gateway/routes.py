@@ -11,6 +11,7 @@ from berth.core.balancing import admits, least_in_flight
 from berth.observability.stats import APIStats
 
 if TYPE_CHECKING:
+    from berth.gateway.splitting import SplitEntry, Splitter
     from berth.gateway.upstream import UpstreamConnection
 
 
@@ -84,6 +85,8 @@ class Route:
         self.hold_limit = 0
         self.hold_timeout = 0.0
         self.waiting: deque[Waiter] = deque()
+        # Set only on a traffic splitter's route (gateway/splitting.py): the one check a plain API pays.
+        self.split: Splitter | None = None
 
     def hold_requests(self, enabled: bool, limit: int, timeout: float) -> None:
         self.holds, self.hold_limit, self.hold_timeout = enabled, limit, timeout
@@ -127,6 +130,7 @@ class RoutingTable:
     def __init__(self) -> None:
         self.by_endpoint: dict[str, Route] = {}
         self.by_api: dict[str, Route] = {}
+        self.splitters: dict[str, Route] = {}  # traffic splitters by name, also in by_endpoint
 
     def upsert(self, api: str, endpoint: str, max_replica_concurrency: int) -> Route:
         route = self.by_api.get(api)
@@ -146,6 +150,26 @@ class RoutingTable:
             self.by_endpoint.pop(route.endpoint, None)
             route.set_targets(())
         return route
+
+    def set_splitters(self, entries: list[SplitEntry]) -> None:
+        """Replace the splitters, keeping the round-robin state and counters of those that stay."""
+        from berth.gateway.splitting import split_route  # splitting builds on this module
+
+        wanted = {entry.name: entry for entry in entries}
+        for name in [name for name in self.splitters if name not in wanted]:
+            route = self.splitters.pop(name)
+            if self.by_endpoint.get(route.endpoint) is route:
+                del self.by_endpoint[route.endpoint]
+        for entry in entries:
+            route = self.splitters.get(entry.name)
+            if route is None or route.split is None:
+                route = self.splitters[entry.name] = split_route(entry, self)
+            else:
+                route.split.update(entry)
+                if route.endpoint != entry.endpoint and self.by_endpoint.get(route.endpoint) is route:
+                    del self.by_endpoint[route.endpoint]
+                route.endpoint = entry.endpoint
+            self.by_endpoint[entry.endpoint] = route
 
     def resolve(self, path: str) -> tuple[Route | None, str]:
         """The route for a request path and the path the replica sees (`/` for the predict call)."""
