@@ -161,15 +161,15 @@ class RoutingTable:
             if self.by_endpoint.get(route.endpoint) is route:
                 del self.by_endpoint[route.endpoint]
         for entry in entries:
-            route = self.splitters.get(entry.name)
-            if route is None or route.split is None:
-                route = self.splitters[entry.name] = split_route(entry, self)
+            existing = self.splitters.get(entry.name)
+            if existing is None or existing.split is None:
+                existing = self.splitters[entry.name] = split_route(entry, self)
             else:
-                route.split.update(entry)
-                if route.endpoint != entry.endpoint and self.by_endpoint.get(route.endpoint) is route:
-                    del self.by_endpoint[route.endpoint]
-                route.endpoint = entry.endpoint
-            self.by_endpoint[entry.endpoint] = route
+                existing.split.update(entry)
+                if existing.endpoint != entry.endpoint and self.by_endpoint.get(existing.endpoint) is existing:
+                    del self.by_endpoint[existing.endpoint]
+                existing.endpoint = entry.endpoint
+            self.by_endpoint[entry.endpoint] = existing
 
     def resolve(self, path: str) -> tuple[Route | None, str]:
         """The route for a request path and the path the replica sees (`/` for the predict call)."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # that stops answering must not pile up connections and memory.
 MAX_SHADOW_IN_FLIGHT = 64
 SPLIT_HEADER = b"x-berth-api"
+_connecting: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class SplitEntry:
                 or sum(b[1] for b in backends) <= 0:
             raise ValueError(f"splitter {name!r}: backends must be [API, weight >= 0] pairs with a positive sum")
         shadow, header = data.get("shadow"), data.get("header")
-        if shadow is not None and not isinstance(shadow, str) or header is not None and not isinstance(header, str):
+        if not isinstance(shadow, str | None) or not isinstance(header, str | None):
             raise ValueError(f"splitter {name!r}: shadow and header must be strings or null")
         return cls(name=name, endpoint=endpoint, backends=tuple((b[0], b[1]) for b in backends), shadow=shadow,
                    header=header, api_keys=str(data.get("api_keys", "none")))
@@ -218,7 +219,9 @@ class ShadowCopy:
         if connection is not None:
             connection.send(self.exchange, self)
         else:
-            loop.create_task(self._connect(loop))
+            task = loop.create_task(self._connect(loop))
+            _connecting.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(_connecting.discard)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
         upstream = self.exchange.upstream
