@@ -83,15 +83,15 @@ class TrafficSplitter(Model):
         shadows = [backend.name for backend in self.apis if backend.shadow]
         if len(shadows) > 1:
             problems.append((f"at most one API can be the shadow (got {len(shadows)}: {', '.join(shadows)})",
-                             ("apis",)))
+                             ("apis.0",)))
         serving = self.serving
         total = sum(backend.weight for backend in serving)
         if not serving or not any(backend.weight for backend in serving):
             problems.append(("needs at least one API with shadow: false and a weight above 0 to answer "
-                             "requests", ("apis",)))
+                             "requests", ("apis.0",)))
         elif total != TOTAL_WEIGHT:
             problems.append((f"the weights of the serving APIs must sum to {TOTAL_WEIGHT} (got "
-                             f"{' + '.join(str(b.weight) for b in serving)} = {total})", ("apis",)))
+                             f"{' + '.join(str(b.weight) for b in serving)} = {total})", ("apis.0",)))
         refuse(problems)
         return self
 
