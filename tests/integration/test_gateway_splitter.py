@@ -147,3 +147,21 @@ def test_routes_message_carries_splitters_and_an_old_table_has_none() -> None:
     with pytest.raises(ValueError, match="backends"):
         applier.apply({**routes_message(3, [entry]), "splitters": [{"name": "x", "endpoint": "/x", "backends": []}]})
     assert applier.generation == 2
+
+
+async def test_a_held_split_request_keeps_its_api_and_is_counted_once(tmp_path: Path) -> None:
+    woken: list[str] = []
+    async with replicas(tmp_path, 1) as sockets, gateway() as (gw, url), httpx.AsyncClient() as client:
+        gw.wake = woken.append
+        cold = gw.routes.upsert("cold", "/cold", 10)
+        cold.hold_requests(True, limit=4, timeout=5)
+        split(gw, [("cold", 100)], shadow=None)
+        request = asyncio.create_task(client.post(f"{url}/sp", json=1))
+        await until(lambda: cold.waiting)
+        assert woken == ["cold"]
+        api(gw, "cold", sockets)  # the replica is ready: the held request goes on to it
+        response = await request
+        assert (response.status_code, response.headers["x-berth-api"]) == (200, "cold")
+        counts = gw.routes.splitters["sp"].split.counters()["backends"]["cold"]
+        assert (counts["requests"], counts["2xx"]) == (1, 1)
+        assert cold.in_flight == 0 and not cold.waiting
