@@ -17,7 +17,12 @@ from berth.errors import BerthError, NotFound
 def listed(backend: Any) -> list[dict[str, Any]]:
     """The backend's splitters; none from a backend that has no such notion."""
     lister = getattr(backend, "list_splitters", None)
-    return list(lister()) if lister is not None else []
+    if lister is None:
+        return []
+    try:
+        return list(lister())
+    except BerthError:  # a daemon from before splitters (no such route): its APIs are still worth listing
+        return []
 
 
 def find(backend: Any, name: str) -> dict[str, Any] | None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import httpx2
+
 from berth.backends.base import APIDocument, Change
-from berth.backends.kubernetes.cluster import Cluster, HTTPRoute, key
+from berth.backends.kubernetes.cluster import Cluster, HTTPRoute, code, key
 from berth.backends.kubernetes.labels import VERSION_LABEL
 from berth.backends.kubernetes.render_splitter import KIND_LABEL, SPLITTER_KIND, splitter_of
 from berth.config.splitter import TrafficSplitter
@@ -15,7 +17,13 @@ from berth.errors import Conflict, NotFound
 
 
 def routes(cluster: Cluster) -> list[dict[str, Any]]:
-    return cluster.listed(HTTPRoute, {KIND_LABEL: SPLITTER_KIND})
+    """The splitters' HTTPRoutes; none on a cluster without the Gateway API's CRDs."""
+    try:
+        return cluster.listed(HTTPRoute, {KIND_LABEL: SPLITTER_KIND})
+    except httpx2.HTTPStatusError as exc:
+        if code(exc) == 404:
+            return []
+        raise
 
 
 def deploy(cluster: Cluster, splitters: Iterable[TrafficSplitter], rendered: Mapping[str, list[dict[str, Any]]],
