@@ -95,6 +95,8 @@ class Client:
         `progress` hears each step of building the project's Python environment, as it happens."""
         body = {"spec_file": str(spec.path), "apis": [api.model_dump(mode="json") for api in spec.apis],
                 "verify": verify, "variables": forwarded(os.environ)}
+        if spec.splitters:
+            body["splitters"] = [splitter.model_dump(mode="json") for splitter in spec.splitters]
         headers = {"Accept": "application/x-ndjson"}
         # Between two lines of a long install (a large download) the daemon may say nothing for minutes.
         timeout = httpx.Timeout(self.timeout, read=None)
@@ -120,6 +122,12 @@ class Client:
             raise self._unavailable(exc) from exc
         raise DaemonUnavailable("the berth daemon stopped answering in the middle of the deploy",
                                 hint=f"see its log: {self.paths.daemon_log}; `berth get` shows what was deployed")
+
+    def list_splitters(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/splitters")  # type: ignore[no-any-return]
+
+    def get_splitter(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/splitters/{name}")  # type: ignore[no-any-return]
 
     def refresh(self, name: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/apis/{name}/refresh")  # type: ignore[no-any-return]
@@ -231,6 +239,12 @@ class LocalBackend:
 
     def request_logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[dict[str, Any]]:
         return self.client.request_logs(name, follow=follow, tail=tail)
+
+    def list_splitters(self) -> list[APIDocument]:
+        return self.client.list_splitters()
+
+    def get_splitter(self, name: str) -> APIDocument:
+        return self.client.get_splitter(name)
 
     def pin_baseline(self, name: str, since: float | None, until: float | None) -> dict[str, Any]:
         return self.client.pin_baseline(name, since, until)

@@ -113,7 +113,7 @@ def test_not_a_list_of_apis(text: str) -> None:
 
 
 def test_unsupported_kinds_and_types_say_so() -> None:
-    assert "not supported yet" in problems(MINIMAL.replace("RealtimeAPI", "TrafficSplitter"))[0]
+    assert "not supported yet" in problems(MINIMAL.replace("RealtimeAPI", "BatchAPI"))[0]
     assert "not supported" in problems(MINIMAL.replace("type: python", "type: tensorflow"))[0]
 
 

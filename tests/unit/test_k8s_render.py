@@ -60,6 +60,8 @@ CASES: dict[str, tuple[Path, ClusterSettings, bool]] = {
     "autoscaled-hpa": (SPECS / "autoscaled", ClusterSettings(namespace="ml"), False),
     "gateway": (SPECS / "gateway", ClusterSettings(namespace="ml", prometheus=PROMETHEUS, gateway="infra/public"),
                 True),
+    "splitter": (SPECS / "splitter", ClusterSettings(namespace="ml", prometheus=PROMETHEUS, gateway="infra/public"),
+                 True),
 }
 
 

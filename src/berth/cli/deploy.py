@@ -75,7 +75,9 @@ def validate(obj: CLIContext, path: Path) -> None:
     deployed, unchecked = _deployed_endpoints(obj)
     spec = _load(obj, path, deployed)
     names = ", ".join(api.name for api in spec.apis)
-    obj.console.print(f"{spec.path.name} is valid: {len(spec.apis)} API(s): {escape(names)}")
+    obj.console.print(f"{spec.path.name} is valid: {len(spec.apis)} API(s): {escape(names)}"
+                      + (f"; {len(spec.splitters)} traffic splitter(s): "
+                         f"{escape(', '.join(s.name for s in spec.splitters))}" if spec.splitters else ""))
     if unchecked:
         obj.err.print(f"[dim]endpoints not checked against deployed APIs: {escape(unchecked)}[/dim]")
 

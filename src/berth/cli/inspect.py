@@ -13,9 +13,10 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
-from berth.cli import monitor, render
+from berth.cli import monitor, render, splitters
 from berth.cli.context import CLIContext, env_option, pass_context
 from berth.cli.tracebacks import user_frames
+from berth.errors import NotFound
 
 WATCH_INTERVAL = 2.0
 
@@ -41,9 +42,16 @@ def get(obj: CLIContext, api: str | None, watch: bool, output: str, verbose: boo
         # Only asked with a window when one is given (a window moves with each refresh of -w).
         window = None if since is None else monitor.window_seconds(since, time.time())
         if api is None:
-            return backend.list_apis() if window is None else backend.list_apis(window)
+            apis = backend.list_apis() if window is None else backend.list_apis(window)
+            return apis + splitters.listed(backend)  # splitters carry "kind": "TrafficSplitter"
         with obj.naming_known(api):
-            return backend.get_api(api) if window is None else backend.get_api(api, window)
+            try:
+                return backend.get_api(api) if window is None else backend.get_api(api, window)
+            except NotFound:
+                found = splitters.find(backend, api)
+                if found is None:
+                    raise
+                return found
 
     def view() -> list[RenderableType]:
         return _view(fetch(), api, verbose, obj.console.width, since)
@@ -82,7 +90,14 @@ def _view(data: Any, api: str | None, verbose: bool, width: int, since: str | No
     if api is None:
         if not data:
             return [Text("no APIs are deployed; deploy one with `berth deploy`")]
-        return [render.api_table(data, now, width), *_window_note(since)]
+        split = [doc for doc in data if doc.get("kind") == "TrafficSplitter"]
+        apis = [doc for doc in data if doc.get("kind") != "TrafficSplitter"]
+        tables: list[RenderableType] = [render.api_table(apis, now, width)] if apis else []
+        if split:
+            tables += [Text(""), splitters.table(split, now, width)] if tables else [splitters.table(split, now, width)]
+        return [*tables, *_window_note(since)]
+    if data.get("kind") == "TrafficSplitter":
+        return splitters.detail(data, width)
     return _detail(data, now, verbose, width, since)
 
 

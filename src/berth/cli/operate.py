@@ -103,7 +103,7 @@ def _write(text: str) -> None:
 @env_option
 @pass_context
 def delete(obj: CLIContext, api: str) -> None:
-    """Drain and stop API's replicas and remove it."""
+    """Drain and stop API's replicas and remove it (or remove a traffic splitter)."""
     if obj.backend().delete(api).stopped:
         obj.console.print(f"deleted {api}")
     else:

@@ -19,6 +19,7 @@ from berth.config.endpoints import EndpointSite, duplicates, endpoint_sites, tak
 from berth.config.positions import Marks, Path_, collect_marks, where
 from berth.config.project import scan_project
 from berth.config.schema import CROSS_FIELD, RealtimeAPI
+from berth.config.splitter import TrafficSplitter
 from berth.errors import ConfigError, Conflict
 
 SPEC_NAMES = ("berth.yaml", "berth.yml", "cortex.yaml", "cortex.yml")
@@ -48,6 +49,7 @@ class SpecFile:
     warnings: tuple[str, ...] = field(default=())
     # Where each API's endpoint is set, to report one another API already uses at its line.
     sites: tuple[EndpointSite, ...] = field(default=(), compare=False)
+    splitters: tuple[TrafficSplitter, ...] = field(default=())  # kind: TrafficSplitter entries
 
     @property
     def root(self) -> Path:
@@ -91,8 +93,15 @@ def parse_spec_text(text: str, spec_path: Path, check_files: bool = False,
     shipped = frozenset(file.relative for file in scan.files) if scan else frozenset()
     warnings: list[str] = []
     apis: list[RealtimeAPI] = []
+    splitters: list[TrafficSplitter] = []
     to_fix: list[str] = []
     for index, item in items:
+        if item.get("kind") == "TrafficSplitter":  # no predictor, no files: only its own rules
+            splitter, found = _validate_api(item, (index,), marks, label, TrafficSplitter)
+            problems += found
+            if isinstance(splitter, TrafficSplitter):
+                splitters.append(splitter)
+            continue
         _drop_ignored(item, (index,), marks, label, warnings)
         report = files.check_files(item, root, shipped, (index,), marks, label) if scan else files.FileReport()
         if scan:
@@ -105,7 +114,8 @@ def parse_spec_text(text: str, spec_path: Path, check_files: bool = False,
     sites = endpoint_sites(items, marks, label)
     problems += duplicates(sites) + (scan.problems if scan else [])
     _refuse(problems, taken(sites, deployed or {}), label, to_fix)
-    return SpecFile(path=spec_path, apis=tuple(apis), warnings=tuple(warnings), sites=tuple(sites))
+    return SpecFile(path=spec_path, apis=tuple(apis), warnings=tuple(warnings), sites=tuple(sites),
+                    splitters=tuple(splitters))
 
 
 def _refuse(problems: list[str], clashes: list[str], label: str, to_fix: list[str]) -> None:
@@ -183,16 +193,16 @@ def _drop_ignored(
             warnings.append(f"{where(label, marks, (*prefix, *path))}: {dotted}: ignored locally ({why})")
 
 
-def _validate_api(item: dict[str, Any], prefix: Path_, marks: Marks,
-                  label: str) -> tuple[RealtimeAPI | None, list[str]]:
+def _validate_api(item: dict[str, Any], prefix: Path_, marks: Marks, label: str,
+                  model: type[Any] = RealtimeAPI) -> tuple[Any, list[str]]:
     """The API, or every problem in it: pydantic skips a model's cross-field rules while any of its
     fields is invalid, so the invalid values are removed and the rest validated again, keeping
     only rules whose fields were all valid as written."""
     try:
-        return RealtimeAPI.model_validate(item), []
+        return model.model_validate(item), []
     except ValidationError as exc:
         errors = exc.errors()
-    problems = _describe(errors, prefix, marks, label, removed=set())
+    problems = _describe(errors, prefix, marks, label, removed=set(), model=model)
     removed: set[Path_] = set()
     current = copy.deepcopy(item)
     for _ in range(MAX_REPAIR_ROUNDS):
@@ -203,12 +213,12 @@ def _validate_api(item: dict[str, Any], prefix: Path_, marks: Marks,
         # Required top-level fields no rule reads: stand-ins let the API-level rules run.
         current.update({key: value for key, value in STAND_INS.items() if (key,) in fresh})
         try:
-            RealtimeAPI.model_validate(current)
+            model.model_validate(current)
             break
         except ValidationError as exc:
             errors = exc.errors()
         unmasked = [error for error in errors if error["type"] == CROSS_FIELD]
-        problems.extend(p for p in _describe(unmasked, prefix, marks, label, removed) if p not in problems)
+        problems.extend(p for p in _describe(unmasked, prefix, marks, label, removed, model) if p not in problems)
     return None, problems
 
 
@@ -231,7 +241,8 @@ def _remove(data: dict[str, Any], loc: Path_) -> Path_:
     return loc[: depth + 1]
 
 
-def _describe(errors: list[Any], prefix: Path_, marks: Marks, label: str, removed: set[Path_]) -> list[str]:
+def _describe(errors: list[Any], prefix: Path_, marks: Marks, label: str, removed: set[Path_],
+              model: type[BaseModel] = RealtimeAPI) -> list[str]:
     problems = []
     for error in errors:
         loc = tuple(error["loc"])
@@ -240,7 +251,7 @@ def _describe(errors: list[Any], prefix: Path_, marks: Marks, label: str, remove
             continue
         at = where(label, marks, (*prefix, *loc))
         dotted = ".".join(str(part) for part in loc) or "api"
-        problems.append(f"{at}: {dotted}: {_message(error, loc)}")
+        problems.append(f"{at}: {dotted}: {_message(error, loc, model)}")
     return problems
 
 
@@ -249,7 +260,7 @@ def _describe_cross_field(error: Any, loc: Path_, prefix: Path_, marks: Marks, l
     """One line per broken rule, at its first field, unless one of its fields was invalid itself."""
     problems = []
     for message, fields in error["ctx"]["problems"]:
-        paths = [(*loc, *field.split(".")) for field in fields]
+        paths = [(*loc, *(int(part) if part.isdigit() else part for part in field.split("."))) for field in fields]
         if any(_overlap(path, gone) for path in paths for gone in removed):
             continue
         first = paths[0] if paths else loc
@@ -264,10 +275,10 @@ def _overlap(a: Path_, b: Path_) -> bool:
     return a[:shorter] == b[:shorter]
 
 
-def _message(error: Any, loc: Path_) -> str:
+def _message(error: Any, loc: Path_, model: type[BaseModel] = RealtimeAPI) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        known = _fields_at(RealtimeAPI, loc[:-1])
+        known = _fields_at(model, loc[:-1])
         guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
         tail = f"did you mean '{guess[0]}'?" if guess else f"expected one of: {', '.join(known)}"
         return f"unknown field ({tail})"
@@ -283,6 +294,8 @@ def _message(error: Any, loc: Path_) -> str:
 def _fields_at(model: type[BaseModel], loc: Path_) -> list[str]:
     current: Any = model
     for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list of models: the model is already unwrapped
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
         info = current.model_fields.get(str(part))
@@ -295,7 +308,7 @@ def _fields_at(model: type[BaseModel], loc: Path_) -> list[str]:
 
 
 def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (typing.Union, tuple):
         for arg in typing.get_args(annotation):
             if isinstance(arg, type) and issubclass(arg, BaseModel):
                 return arg

@@ -309,7 +309,7 @@ class RealtimeAPI(Model):
     @field_validator("kind", mode="before")
     @classmethod
     def _known_kind(cls, value: object) -> object:
-        if value in ("TrafficSplitter", "BatchAPI", "TaskAPI", "AsyncAPI"):
+        if value in ("BatchAPI", "TaskAPI", "AsyncAPI"):
             raise ValueError(f"kind {value!r} is not supported yet; use kind: RealtimeAPI")
         return value
 

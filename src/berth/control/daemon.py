@@ -137,6 +137,7 @@ class Daemon:
         self.paths.ensure()
         self.store.open()
         self.reconciler.load()
+        self.deployer.splitters.load()
         self.collector.load()
         self.reconciler.health.on_failure = self.collector.replica_failed
         self.reconciler.draining.before_stop = self.collector.final_poll_done

@@ -21,6 +21,8 @@ from berth.control.apis import DeployedAPI
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler
 from berth.control.snapshot import snapshot
+from berth.control.splitters import Splitters
+from berth.control.splitters import validate as validate_splitters
 from berth.control.store import APIRecord, Store
 from berth.core.placement import Request, never_fits
 from berth.errors import ConfigError, Conflict, InsufficientCapacity, NotFound
@@ -69,13 +71,22 @@ class Deployer:
         # Operations on an API take effect in the order they were asked for, though builds finish in any order.
         self._tickets = itertools.count(1)
         self._applied: dict[str, int] = {}
+        self.splitters = Splitters(store, reconciler.routing)  # kind: TrafficSplitter (no replicas)
 
     async def deploy(self, spec_file: str, raw_apis: Sequence[dict[str, Any]], verify: bool = False,
-                     variables: Mapping[str, str] | None = None, progress: Progress = _quiet) -> list[DeployResult]:
+                     variables: Mapping[str, str] | None = None, progress: Progress = _quiet,
+                     raw_splitters: Sequence[dict[str, Any]] = ()) -> list[DeployResult]:
         """`verify` (`deploy --wait`): an API at zero replicas starts one, so a failing `__init__` shows now.
-        `variables`: the deploying shell's package-index settings, for building the project's environment."""
+        `variables`: the deploying shell's package-index settings, for building the project's environment.
+        `raw_splitters`: the file's traffic splitters, applied after its APIs."""
         ticket = next(self._tickets)
         apis = _validate(raw_apis, spec_file)
+        splitters = validate_splitters(raw_splitters, spec_file)
+        self._check_splitters(apis, splitters)
+        if not apis:  # splitters alone: nothing to snapshot or build
+            async with self._lock:
+                self._check_splitters(apis, splitters)
+                return self._apply_splitters(splitters)
         self._check_capacity(apis)
         self._check_not_deleting([api.name for api in apis], "deploy")
         self._check_endpoints(apis)
@@ -88,7 +99,9 @@ class Deployer:
             built = await self.builder.prepare(project, variables or {}, dotenv, progress)
             environment = built.key if built is not None else ""
             async with self._lock:
-                return self._deploy_built(apis, ticket, digest, project, spec_file, environment, verify)
+                self._check_splitters(apis, splitters)
+                results = self._deploy_built(apis, ticket, digest, project, spec_file, environment, verify)
+                return results + self._apply_splitters(splitters)
         finally:
             self.in_flight[digest] -= 1
             if self.in_flight[digest] <= 0:
@@ -134,8 +147,32 @@ class Deployer:
                         existing.spec_file, self.clock(), existing.environment)
             return result
 
+    def _check_splitters(self, apis: Sequence[RealtimeAPI], splitters: Sequence[Any]) -> None:
+        self.splitters.check_apis((api.name, api.endpoint) for api in apis)
+        if splitters:
+            deployed = {record.name: record.endpoint for record in self.store.list_apis()}
+            self.splitters.check(splitters, deployed, {api.name: api.endpoint for api in apis})
+
+    def _apply_splitters(self, splitters: Sequence[Any]) -> list[DeployResult]:
+        now = self.clock()
+        results = []
+        for splitter in splitters:
+            action = self.splitters.put(splitter, now)
+            results.append(DeployResult(splitter.name, action, ""))
+        if splitters:
+            self.reconciler.wake()  # the next tick pushes the new table to the gateways
+        return results
+
+    async def delete_splitter(self, name: str) -> None:
+        async with self._lock:
+            if self.splitters.get(name) is None:
+                raise NotFound(f"no traffic splitter named {name!r}")
+            self.splitters.delete(name)
+            self.reconciler.wake()
+
     async def delete(self, name: str) -> None:
         async with self._lock:
+            self.splitters.check_delete(name)
             self._applied[name] = next(self._tickets)
             self.store.delete_api(name)
             self.reconciler.remove(name)

@@ -18,6 +18,7 @@ from typing import Any
 
 from berth.control.ledger import RequestLedger
 from berth.control.routing import Routing
+from berth.control.splitters import add_counters
 from berth.gateway.control import MAX_MESSAGE, encode, read_table, write_table
 from berth.observability.stats import APIStats
 
@@ -47,6 +48,7 @@ class GatewayLink:
         self.writer: asyncio.StreamWriter | None = None
         self.stats: WorkerStats | None = None
         self.sent_generation: int | None = None
+        self.splitters: dict[str, Any] = {}  # the worker's traffic splitter counters, as last reported
 
     async def run(self) -> None:
         while True:
@@ -94,6 +96,7 @@ class GatewayLink:
                                      loads={api: int(v["load"]) for api, v in apis.items()},
                                      replicas={r: int(n) for r, n in message.get("replicas", {}).items()},
                                      held={api: int(v.get("held") or 0) for api, v in apis.items()})
+            self.splitters = message.get("splitters") or {}
             self.links.ledger.observe(self.index, str(message["incarnation"]),
                                       {api: v["counters"] for api, v in apis.items()})
             for api, values in apis.items():
@@ -192,6 +195,13 @@ class GatewayLinks:
 
     def stats(self, api: str) -> APIStats:
         return self.ledger.stats(api)
+
+    def split_counters(self) -> dict[str, Any]:
+        """Traffic splitter counters summed over the connected workers (since each started)."""
+        total: dict[str, Any] = {}
+        for link in self.connected:
+            add_counters(total, link.splitters)
+        return total
 
     def pids(self) -> list[int]:
         return [link.stats.pid for link in self.connected if link.stats is not None]

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from berth import __version__
-from berth.control import history, logs, views
+from berth.control import history, logs, splitters, views
 from berth.control.deploy import Deployer, DeployResult
 from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
@@ -67,6 +67,8 @@ class ManagementAPI:
                 Route("/v1/apis/{name}/baseline", self.get_baseline),
                 Route("/v1/apis/{name}/baseline", self.pin_baseline, methods=["POST"]),
                 Route("/v1/apis/{name}/baseline", self.unpin_baseline, methods=["DELETE"]),
+                Route("/v1/splitters", self.list_splitters),
+                Route("/v1/splitters/{name}", self.get_splitter),
             ],
             exception_handlers={BerthError: self._error},
         )
@@ -151,14 +153,16 @@ class ManagementAPI:
         if "application/x-ndjson" in request.headers.get("accept", ""):
             return StreamingResponse(self._deploy_stream(body), media_type="application/x-ndjson")
         results = await self.deployer.deploy(body["spec_file"], body["apis"], verify=bool(body.get("verify")),
-                                             variables=body.get("variables") or {})
+                                             variables=body.get("variables") or {},
+                                             raw_splitters=body.get("splitters") or [])
         return JSONResponse([_result(r) for r in results])
 
     async def _deploy_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         messages: asyncio.Queue[str] = asyncio.Queue()
         task = asyncio.create_task(self.deployer.deploy(
             body["spec_file"], body["apis"], verify=bool(body.get("verify")),
-            variables=body.get("variables") or {}, progress=messages.put_nowait))
+            variables=body.get("variables") or {}, progress=messages.put_nowait,
+            raw_splitters=body.get("splitters") or []))
         try:
             while not task.done() or not messages.empty():
                 if messages.empty():
@@ -194,6 +198,9 @@ class ManagementAPI:
 
     async def delete_api(self, request: Request) -> Response:
         name = request.path_params["name"]
+        if self.deployer.splitters.get(name) is not None:  # a traffic splitter: no replicas to stop
+            await self.deployer.delete_splitter(name)
+            return JSONResponse({"api": name, "deleted": True, "stopped": True})
         self._api(name)
         await self.deployer.delete(name)
         gone = await self.wait_for(lambda: name not in self.fleet.apis, DELETE_TIMEOUT)
@@ -204,6 +211,28 @@ class ManagementAPI:
             raise Conflict(f"{name!r} was deployed again while it was being deleted; it is still deployed",
                            hint=f"run `berth delete {name}` again")
         return JSONResponse({"api": name, "deleted": True, "stopped": gone})
+
+    # --- traffic splitters ------------------------------------------------------------------------
+    async def list_splitters(self, request: Request) -> Response:
+        return JSONResponse([self._splitter_view(record) for record in self.deployer.splitters.all()])
+
+    async def get_splitter(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        record = self.deployer.splitters.get(name)
+        if record is None:
+            known = ", ".join(r.name for r in self.deployer.splitters.all()) or "none"
+            raise NotFound(f"no traffic splitter named {name!r} (deployed: {known})")
+        return JSONResponse(self._splitter_view(record))
+
+    def _splitter_view(self, record: splitters.SplitterRecord) -> dict[str, Any]:
+        url = self.gateway_url
+
+        def status(api: str) -> str:
+            deployed = self.fleet.apis.get(api)
+            return str(views.summary(deployed, self.fleet, self.gateways, url)["status"]) if deployed else "missing"
+
+        counters = self.gateways.split_counters().get(record.name, {})
+        return splitters.summary(record, counters, status, url)
 
     def _log_query(self, request: Request) -> tuple[str, Path, int, bool]:
         """The API (deployed, or with logs left), its log folder, `tail` and `follow` of a logs request."""

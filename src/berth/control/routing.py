@@ -17,6 +17,7 @@ from berth.config.signature import predict_parameters
 from berth.gateway.control import RouteEntry, routes_message
 from berth.gateway.routes import Target
 from berth.runtime.contract import streams_request_body
+from berth.gateway.splitting import SplitEntry
 
 
 class Routing:
@@ -25,6 +26,7 @@ class Routing:
         self.generation = generation
         self.entries: dict[str, RouteEntry] = {}
         self.left_at: dict[str, int] = {}  # replica id -> the generation that took it out
+        self.splitters: dict[str, SplitEntry] = {}  # traffic splitters, by name
         # False until the reconciler has probed the replicas it adopted: a table pushed before that
         # would take every serving replica out of a gateway that routes to them right now.
         self.established = False
@@ -69,8 +71,17 @@ class Routing:
     def forget(self, replica_id: str) -> None:
         self.left_at.pop(replica_id, None)
 
+    def set_splitter(self, entry: SplitEntry) -> None:
+        if self.splitters.get(entry.name) != entry:
+            self.splitters[entry.name] = entry
+            self.generation += 1
+
+    def remove_splitter(self, name: str) -> None:
+        if self.splitters.pop(name, None) is not None:
+            self.generation += 1
+
     def message(self) -> dict[str, object]:
-        return routes_message(self.generation, self.entries.values())
+        return routes_message(self.generation, self.entries.values(), self.splitters.values())
 
     def _changed(self, before: tuple[Target, ...], after: tuple[Target, ...]) -> None:
         self.generation += 1

@@ -193,6 +193,10 @@ class ClientConnection(UploadExchanges, asyncio.Protocol):
         if route is None:
             self._answer_locally(request, path, now)
             return
+        if route.split is not None:  # a traffic splitter: on as the API it chooses
+            route = route.split.choose(self, request, subpath)
+            if route is None:
+                return
         if not route.upstreams:
             if route.holds:
                 self._hold(route, request)

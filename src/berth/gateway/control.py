@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from berth.gateway.routes import RoutingTable, Target, Upstream
+from berth.gateway.splitting import SplitEntry
 
 log = logging.getLogger("berth.gateway")
 
@@ -93,8 +94,13 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def routes_message(generation: int, entries: Iterable[RouteEntry]) -> dict[str, Any]:
-    return {"op": "routes", "generation": generation, "routes": [e.as_json() for e in entries]}
+def routes_message(generation: int, entries: Iterable[RouteEntry],
+                   splitters: Iterable[SplitEntry] = ()) -> dict[str, Any]:
+    message = {"op": "routes", "generation": generation, "routes": [e.as_json() for e in entries]}
+    split = [s.as_json() for s in splitters]
+    if split:  # optional: a table saved by an older daemon has none
+        message["splitters"] = split
+    return message
 
 
 def write_table(path: Path, message: dict[str, Any]) -> None:
@@ -126,6 +132,10 @@ class RouteApplier:
         if not isinstance(generation, int) or not isinstance(routes, list):
             raise ValueError("a routes message needs an integer generation and a list of routes")
         entries = [RouteEntry.from_json(data) for data in routes]
+        splitters = message.get("splitters", [])
+        if not isinstance(splitters, list):
+            raise ValueError("a routes message's splitters must be a list")
+        split_entries = [SplitEntry.from_json(data) for data in splitters]
         wanted = {entry.api for entry in entries}
         for api in [api for api in self.routes.by_api if api not in wanted]:
             route = self.routes.by_api[api]
@@ -139,6 +149,7 @@ class RouteApplier:
             route.stream_body = entry.stream_body
             self.retired.extend(route.set_targets(entry.targets))
         self.routes.count_streaming()
+        self.routes.set_splitters(split_entries)
         self.generation = generation
         self.retired = [u for u in self.retired if u.in_flight > 0]
 
@@ -156,8 +167,12 @@ class RouteApplier:
             replicas[replica] = replicas.get(replica, 0) + upstream.in_flight
         apis = {name: {"load": route.load, "held": len(route.waiting), "counters": route.stats.counters()}
                 for name, route in self.routes.by_api.items()}
-        return {"op": "stats", "generation": self.generation, "incarnation": incarnation, "pid": os.getpid(),
-                "apis": apis, "replicas": replicas}
+        report = {"op": "stats", "generation": self.generation, "incarnation": incarnation, "pid": os.getpid(),
+                  "apis": apis, "replicas": replicas}
+        if self.routes.splitters:
+            report["splitters"] = {name: route.split.counters() for name, route in self.routes.splitters.items()
+                                   if route.split is not None}
+        return report
 
 
 class ControlChannel:

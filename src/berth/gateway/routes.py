@@ -11,6 +11,7 @@ from berth.core.balancing import admits, least_in_flight
 from berth.observability.stats import APIStats
 
 if TYPE_CHECKING:
+    from berth.gateway.splitting import SplitEntry, Splitter
     from berth.gateway.upstream import UpstreamConnection
 
 
@@ -85,6 +86,8 @@ class Route:
         self.hold_limit = 0
         self.hold_timeout = 0.0
         self.waiting: deque[Waiter] = deque()
+        # Set only on a traffic splitter's route (gateway/splitting.py): the one check a plain API pays.
+        self.split: Splitter | None = None
 
     def hold_requests(self, enabled: bool, limit: int, timeout: float) -> None:
         self.holds, self.hold_limit, self.hold_timeout = enabled, limit, timeout
@@ -130,6 +133,7 @@ class RoutingTable:
         self.by_api: dict[str, Route] = {}
         # Routes with stream_body: while none, the reader never looks a route up before a body is whole.
         self.streaming = 0
+        self.splitters: dict[str, Route] = {}  # traffic splitters by name, also in by_endpoint
 
     def upsert(self, api: str, endpoint: str, max_replica_concurrency: int) -> Route:
         route = self.by_api.get(api)
@@ -154,6 +158,26 @@ class RoutingTable:
     def count_streaming(self) -> None:
         """Call after changing a route's stream_body."""
         self.streaming = sum(route.stream_body for route in self.by_api.values())
+
+    def set_splitters(self, entries: list[SplitEntry]) -> None:
+        """Replace the splitters, keeping the round-robin state and counters of those that stay."""
+        from berth.gateway.splitting import split_route  # splitting builds on this module
+
+        wanted = {entry.name: entry for entry in entries}
+        for name in [name for name in self.splitters if name not in wanted]:
+            route = self.splitters.pop(name)
+            if self.by_endpoint.get(route.endpoint) is route:
+                del self.by_endpoint[route.endpoint]
+        for entry in entries:
+            existing = self.splitters.get(entry.name)
+            if existing is None or existing.split is None:
+                existing = self.splitters[entry.name] = split_route(entry, self)
+            else:
+                existing.split.update(entry)
+                if existing.endpoint != entry.endpoint and self.by_endpoint.get(existing.endpoint) is existing:
+                    del self.by_endpoint[existing.endpoint]
+                existing.endpoint = entry.endpoint
+            self.by_endpoint[entry.endpoint] = existing
 
     def resolve(self, path: str) -> tuple[Route | None, str]:
         """The route for a request path and the path the replica sees (`/` for the predict call)."""

@@ -33,16 +33,6 @@ EXIT_SIBLING_DIED = 4  # another process of the replica died unasked, so the who
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REPLICA_ID = "local"
 
-# A predict with a parameter of this name takes its request body as an async iterator of chunks, read
-# as they arrive; the gateway then streams that API's request bodies instead of buffering them.
-BODY_STREAM = "body_stream"
-
-
-def streams_request_body(parameters: Iterable[str]) -> bool:
-    """Whether a predict with these parameter names takes its request body as a stream."""
-    return BODY_STREAM in parameters
-
-
 # A predictor opts in to a streamed request body by naming a `predict` parameter so: it then gets the
 # body as an async iterator of bytes chunks instead of a parsed payload. The control plane asks too
 # (the gateway must not buffer such a route's bodies), hence this one rule here, standard library only.

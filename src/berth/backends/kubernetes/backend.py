@@ -22,6 +22,7 @@ from lightkube.core.exceptions import ConfigError as KubeConfigError
 
 from berth.backends.base import APIDocument, Change, Deletion
 from berth.backends.environments import Environment
+from berth.backends.kubernetes import splitters
 from berth.backends.kubernetes import status as rollout
 from berth.backends.kubernetes.cluster import Cluster, ConfigMap, key, mounted
 from berth.backends.kubernetes.labels import API_LABEL, api_selector
@@ -151,7 +152,25 @@ class KubernetesBackend:
                 action = "up to date"
             message = f"{api.name} is up to date" if action == "up to date" else f"{action} {api.name}"
             changes.append(Change(api=api.name, action=action, version=version, message=message))
+        if spec.splitters:
+            with self._talking():
+                changes += splitters.deploy(cluster, spec.splitters, by_api, {api.name for api in spec.apis},
+                                            self.where)
         return changes
+
+    def list_splitters(self) -> list[APIDocument]:
+        def status(name: str) -> str:
+            deployment = self.cluster().deployment(name)
+            return str(self._summary(deployment)["status"]) if deployment is not None else "missing"
+
+        with self._talking():
+            return splitters.documents(self.cluster(), status, lambda name, endpoint: self._url(name, endpoint)[0])
+
+    def get_splitter(self, name: str) -> APIDocument:
+        found = next((doc for doc in self.list_splitters() if doc["name"] == name), None)
+        if found is None:
+            raise NotFound(f"no traffic splitter named {name!r} in {self.where}")
+        return found
 
     # --- reading -----------------------------------------------------------------------------------------------
     def list_apis(self, window: float | None = None) -> list[APIDocument]:
@@ -325,7 +344,8 @@ class KubernetesBackend:
 
     def delete(self, name: str) -> Deletion:
         with self._talking():
-            deleted = self.cluster().delete_api(name)
+            splitters.refuse_delete(self.cluster(), name)
+            deleted = self.cluster().delete_api(name)  # a splitter's HTTPRoute carries its name as API label
         if not deleted:
             raise NotFound(f"no API named {name!r} in {self.where}",
                            hint=f"`berth get -e {self.env.name}` lists the deployed APIs")

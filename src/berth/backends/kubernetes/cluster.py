@@ -272,6 +272,10 @@ class Cluster:
         addresses = (as_dict(gateway).get("status") or {}).get("addresses") or []
         return str(addresses[0].get("value")) if addresses and addresses[0].get("value") else None
 
+    def listed(self, resource: Resource, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+        """berth's objects of one kind with these labels (traffic splitters' HTTPRoutes)."""
+        return self._list(resource, selector)
+
     def _list(self, resource: Resource, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         try:
             found = [as_dict(obj) for obj in self.client.list(resource, namespace=self.namespace,

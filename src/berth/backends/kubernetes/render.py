@@ -21,6 +21,7 @@ from berth.backends.kubernetes.render_activator import ACTIVATOR
 from berth.backends.kubernetes.render_bundle import CodeBundle, bundle_project
 from berth.backends.kubernetes.render_route import http_route
 from berth.backends.kubernetes.render_scaling import autoscaled, horizontal_pod_autoscaler, scaled_object
+from berth.backends.kubernetes.render_splitter import splitter_route
 from berth.backends.kubernetes.render_workload import (
     configmap,
     configmap_name,
@@ -108,6 +109,8 @@ def render_spec(spec: SpecFile, settings: ClusterSettings, *, keda: bool = True,
     for api in spec.apis:
         objects += render_api(api, bundle, settings, keda=keda, version=version_of(api, bundle),
                               initial=api.name in initial, secret_data=secret_data)
+    apis = {api.name: api for api in spec.apis}
+    objects += [splitter_route(splitter, settings, apis) for splitter in spec.splitters]
     return objects
 
 
