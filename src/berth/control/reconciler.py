@@ -102,6 +102,7 @@ class Reconciler:
                                hold_timeout=scaling.scale_from_zero_timeout,
                                timeout=api.spec.networking.timeout,
                                request_log_sample_rate=api.spec.networking.request_log_sample_rate)
+        self.routing.require_keys(api.name, api.spec.networking.api_keys == "required")
         self.wake()
 
     def remove(self, name: str) -> None:

@@ -20,11 +20,13 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from berth.gateway.keys import KeyState, attach_keys, parse_keys
 from berth.gateway.routes import RoutingTable, Target, Upstream
 
 log = logging.getLogger("berth.gateway")
@@ -90,8 +92,12 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def routes_message(generation: int, entries: Iterable[RouteEntry]) -> dict[str, Any]:
-    return {"op": "routes", "generation": generation, "routes": [e.as_json() for e in entries]}
+def routes_message(generation: int, entries: Iterable[RouteEntry],
+                   keys: dict[str, Any] | None = None) -> dict[str, Any]:
+    message = {"op": "routes", "generation": generation, "routes": [e.as_json() for e in entries]}
+    if keys:  # optional: targets that require API keys, and their key entries (gateway/keys.py)
+        message["keys"] = keys
+    return message
 
 
 def write_table(path: Path, message: dict[str, Any]) -> None:
@@ -116,6 +122,7 @@ class RouteApplier:
         self.routes = routes
         self.generation = 0
         self.retired: list[Upstream] = []  # left the table, still finishing requests
+        self.keys = KeyState()
 
     def apply(self, message: dict[str, Any]) -> None:
         """Replace the table; raises ValueError, having changed nothing, when the message is malformed."""
@@ -123,6 +130,7 @@ class RouteApplier:
         if not isinstance(generation, int) or not isinstance(routes, list):
             raise ValueError("a routes message needs an integer generation and a list of routes")
         entries = [RouteEntry.from_json(data) for data in routes]
+        keys = parse_keys(message.get("keys"))
         wanted = {entry.api for entry in entries}
         for api in [api for api in self.routes.by_api if api not in wanted]:
             route = self.routes.by_api[api]
@@ -134,6 +142,7 @@ class RouteApplier:
             route.timeout = entry.timeout
             route.log_rate = entry.request_log_sample_rate
             self.retired.extend(route.set_targets(entry.targets))
+        attach_keys(self.routes, self.keys.rings(keys, time.monotonic()))
         self.generation = generation
         self.retired = [u for u in self.retired if u.in_flight > 0]
 
@@ -152,7 +161,7 @@ class RouteApplier:
         apis = {name: {"load": route.load, "held": len(route.waiting), "counters": route.stats.counters()}
                 for name, route in self.routes.by_api.items()}
         return {"op": "stats", "generation": self.generation, "incarnation": incarnation, "pid": os.getpid(),
-                "apis": apis, "replicas": replicas}
+                "apis": apis, "replicas": replicas, "keys": self.keys.stats()}
 
 
 class ControlChannel:

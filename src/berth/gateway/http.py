@@ -73,6 +73,7 @@ class ParsedRequest:
     is_head: bool = False
     forwarded_host: bytes = b""  # a trusted proxy's X-Forwarded-Host, kept over our Host
     started: float = 0.0  # monotonic time its head began to arrive: its recorded latency counts from here
+    key_counts: list[int] | None = None  # its API key's counters by status class, once the key was verified
 
 
 def rejected(rejection: Rejection, request_id: bytes, method: bytes = b"GET", http10: bool = False,

@@ -11,6 +11,7 @@ from berth.core.balancing import admits, least_in_flight
 from berth.observability.stats import APIStats
 
 if TYPE_CHECKING:
+    from berth.gateway.keys import KeyRing
     from berth.gateway.upstream import UpstreamConnection
 
 
@@ -84,6 +85,7 @@ class Route:
         self.hold_limit = 0
         self.hold_timeout = 0.0
         self.waiting: deque[Waiter] = deque()
+        self.keys: KeyRing | None = None  # networking.api_keys: required (see gateway/keys.py)
 
     def hold_requests(self, enabled: bool, limit: int, timeout: float) -> None:
         self.holds, self.hold_limit, self.hold_timeout = enabled, limit, timeout
