@@ -21,6 +21,7 @@ from berth.core.apikeys import (
     parse_expires,
     parse_key,
     parse_rate,
+    split_key,
     verify,
 )
 from berth.core.tokenbucket import TokenBucket, retry_after
@@ -52,14 +53,24 @@ def test_malformed_keys_do_not_parse(text: str) -> None:
     assert parse_key(text) is None
 
 
+@pytest.mark.parametrize(("presented", "split"), [
+    (b"bk_0123_" + b"s" * 43, (b"0123", b"s" * 43)),
+    (b"bk_0123_a_b", (b"0123", b"a_b")),  # the gateway's split: the secret keeps its underscores
+    (b"bk_0123", None), (b"bk_0123_", None), (b"xx_0123_abc", None), (b"bk_0123_" + b"s" * 129, None),
+])
+def test_the_gateway_splits_a_presented_key_without_validating_more_than_it_needs(
+        presented: bytes, split: tuple[bytes, bytes] | None) -> None:
+    assert split_key(presented) == split
+
+
 def test_verification_takes_the_salted_digest_and_only_the_right_secret() -> None:
     salt = secrets.token_bytes(16)
     _, secret, _ = new_key()
     stored = digest(salt, secret)
     assert len(stored) == 32 and secret.encode() not in stored
-    assert verify(salt, stored, secret)
-    assert not verify(salt, stored, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
-    assert not verify(secrets.token_bytes(16), stored, secret)  # the salt is part of it
+    assert verify(salt, stored, secret.encode())
+    assert not verify(salt, stored, (secret[:-1] + ("A" if secret[-1] != "A" else "B")).encode())
+    assert not verify(secrets.token_bytes(16), stored, secret.encode())  # the salt is part of it
 
 
 def test_verification_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +85,7 @@ def test_verification_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(apikeys.hmac, "compare_digest", spy)
     salt = b"salt"
-    assert verify(salt, digest(salt, "s" * 43), "s" * 43)
+    assert verify(salt, digest(salt, "s" * 43), b"s" * 43)
     assert len(calls) == 1
 
 

@@ -50,6 +50,9 @@ def create(obj: CLIContext, api: str, name: str | None, expires: str | None, rat
     url = _url(client, api)
     obj.err.print(f"[dim]use it: curl -H 'Authorization: Bearer {created['key']}' {url}  "
                   "(or the header X-API-Key: <key>)[/dim]")
+    if not created.get("required", True):
+        obj.err.print(f"[yellow]{escape(api)} does not ask for keys yet (networking.api_keys: none): set "
+                      "networking.api_keys: required in its spec and deploy to make them count[/yellow]")
     if not created.get("effective", True):
         obj.err.print("[yellow]the gateway workers have not confirmed the new key yet; it works within seconds"
                       "[/yellow]")

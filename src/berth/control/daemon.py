@@ -108,7 +108,8 @@ class Daemon:
         self.gateways.wake = self.reconciler.wake_from_zero
         self.autoscaling = AutoscalingLoop(self.store, self.reconciler, self.gateways, time.time)
         self.deployer = Deployer(self.store, self.reconciler, self.paths, time.time)
-        self.keys = KeyService(self.store, lambda: self.reconciler.apis, self.routing, self.gateways, time.time)
+        self.keys = KeyService(self.store, lambda: [name for name, api in self.reconciler.apis.items()
+                                                    if not api.deleting], self.routing, self.gateways, time.time)
         self.management = ManagementAPI(self.store, self.reconciler, self.reconciler.wait_for, self.gateways,
                                         self.deployer, self.paths, self.info, self.request_stop, time.time,
                                         keys=self.keys)

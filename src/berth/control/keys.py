@@ -135,7 +135,9 @@ class KeyService:
                            None if expires_in is None else now + expires_in, None, rate)
         self.keys.add(record)
         effective = await self._publish(target)
-        return {**self._view(record), "key": format_key(key_id, secret), "effective": effective}
+        required = self.routing.keys.get(target)
+        return {**self._view(record), "key": format_key(key_id, secret), "effective": effective,
+                "required": bool(required and required.required)}
 
     def listing(self, target: str | None) -> list[dict[str, Any]]:
         if target is not None and target not in set(self.targets()) and not self.keys.count(target):

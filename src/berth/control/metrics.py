@@ -103,7 +103,8 @@ class BerthCollector(Collector):
                                      labels=["api_name", "key", "code_class"])
         for target, name, code_class, count in self.sources.key_requests():
             family.add_metric([target, name, code_class], count)
-        yield family
+        if family.samples:  # an instance without keys exposes no such family
+            yield family
 
     # --- control plane --------------------------------------------------------------------------
     def _replicas(self, apis: list[str]) -> Iterator[Metric]:

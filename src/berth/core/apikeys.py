@@ -16,7 +16,8 @@ from berth.errors import BerthError
 
 PREFIX = "bk_"
 ID_PATTERN = re.compile(r"[0-9a-f]{8,32}")
-SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{43,128}")  # 32 bytes in urlsafe base64 are 43 characters
+MAX_SECRET = 128
+SECRET_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{43,{MAX_SECRET}}}")  # 32 bytes in urlsafe base64: 43 characters
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 _EXPIRY_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -45,13 +46,22 @@ def parse_key(text: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
-def digest(salt: bytes, secret: str) -> bytes:
-    return hashlib.sha256(salt + secret.encode()).digest()
+def digest(salt: bytes, secret: str | bytes) -> bytes:
+    return hashlib.sha256(salt + (secret if isinstance(secret, bytes) else secret.encode())).digest()
 
 
-def verify(salt: bytes, expected: bytes, secret: str) -> bool:
+def split_key(presented: bytes) -> tuple[bytes, bytes] | None:
+    """(id, secret) as the gateway reads them from a header: only what finding the entry needs. The
+    digest comparison is the real check, so a wrong character anywhere simply fails it."""
+    if presented[:3] != b"bk_":
+        return None
+    key_id, found, secret = presented[3:].partition(b"_")
+    return (key_id, secret) if found and 0 < len(secret) <= MAX_SECRET else None
+
+
+def verify(salt: bytes, expected: bytes, secret: bytes) -> bool:
     """Constant-time: how long it takes says nothing about how much of the secret was right."""
-    return hmac.compare_digest(digest(salt, secret), expected)
+    return hmac.compare_digest(hashlib.sha256(salt + secret).digest(), expected)
 
 
 def parse_expires(text: str) -> float:

@@ -14,7 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from random import random
-from time import monotonic, time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from berth.gateway.exchange import Exchange, Held
@@ -209,7 +209,7 @@ class ClientConnection(asyncio.Protocol):
     def _admit_key(self, route: Route, request: ParsedRequest) -> bool:
         """networking.api_keys: required. A refused request is answered here and costs no replica anything."""
         assert route.keys is not None
-        refusal = route.keys.admit(request, time(), monotonic())
+        refusal = route.keys.admit(request)
         if refusal is None:
             return True
         self._turn_away_counted(route, request, refusal.status, refusal.reason)

@@ -10,11 +10,11 @@ Routes that do not require keys carry `keys = None`: one attribute check on the 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from berth.core.apikeys import format_rate, parse_key, verify
+from berth.core.apikeys import format_rate, split_key, verify
 from berth.core.tokenbucket import TokenBucket, retry_after
 
 if TYPE_CHECKING:
@@ -127,19 +127,21 @@ class LiveKey:
 class KeyRing:
     """The keys of one target that requires them."""
 
-    def __init__(self, target: str, keys: dict[str, LiveKey]) -> None:
+    def __init__(self, target: str, keys: dict[bytes, LiveKey]) -> None:
         self.target = target
         self.keys = keys  # by key id
 
-    def admit(self, request: ParsedRequest, wall: float, now: float) -> Refusal | None:
-        """None when the request may go on (its key headers removed); else the answer to give it."""
+    def admit(self, request: ParsedRequest, wall: Callable[[], float] = time.time,
+              now: Callable[[], float] = time.monotonic) -> Refusal | None:
+        """None when the request may go on (its key headers removed); else the answer to give it.
+        The clocks are read only for a key that expires (`wall`) or has a rate (`now`)."""
         if request.key_counts is not None:
             return None  # admitted already: a request held while its API scaled from zero, now resumed
         presented = _presented(request)
         if presented is None:
             return self._refuse(401, "missing-api-key", f"API {self.target!r} requires an API key: send it as "
                                 f"`Authorization: Bearer <key>` or `X-API-Key: <key>`")
-        parsed = parse_key(presented)
+        parsed = split_key(presented)
         key = self.keys.get(parsed[0]) if parsed is not None else None
         if parsed is None or key is None or not verify(key.salt, key.digest, parsed[1]):
             return self._refuse(401, "invalid-api-key", f"the API key sent is not a key of API {self.target!r}; "
@@ -148,12 +150,12 @@ class KeyRing:
         entry = key.entry
         if entry.revoked:
             return self._refuse(401, "revoked-api-key", f"API key {entry.name!r} of {self.target!r} was revoked")
-        if entry.expires is not None and wall >= entry.expires:
+        if entry.expires is not None and wall() >= entry.expires:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.expires))
             return self._refuse(401, "expired-api-key", f"API key {entry.name!r} of {self.target!r} expired "
                                 f"at {when}")
         if key.bucket is not None:
-            wait = key.bucket.take(now)
+            wait = key.bucket.take(now())
             if wait:
                 seconds = retry_after(wait)
                 return Refusal(429, "rate-limited", f"API key {entry.name!r} is over its rate limit "
@@ -167,16 +169,16 @@ class KeyRing:
                        b"www-authenticate: Bearer\r\n")
 
 
-def _presented(request: ParsedRequest) -> str | None:
+def _presented(request: ParsedRequest) -> bytes | None:
     """The key from `X-API-Key`, else from `Authorization: Bearer`."""
     bearer = None
     for name, value in request.headers:
         if name == b"x-api-key":
-            return value.strip().decode("latin-1")
+            return value.strip()
         if name == b"authorization":
             scheme, _, token = value.strip().partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():
-                bearer = token.strip().decode("latin-1")
+                bearer = token.strip()
     return bearer
 
 
@@ -194,7 +196,7 @@ class KeyState:
         for target, keys in targets.items():
             if not keys.required:
                 continue
-            live: dict[str, LiveKey] = {}
+            live: dict[bytes, LiveKey] = {}
             for entry in keys.entries:
                 counts = self.counts.setdefault((target, entry.name), [0] * 6)
                 bucket = None
@@ -203,7 +205,7 @@ class KeyState:
                     if bucket is None or bucket.rate != entry.rate:
                         bucket = TokenBucket(entry.rate, now)
                     buckets[(target, entry.id)] = bucket
-                live[entry.id] = LiveKey(entry, counts, bucket)
+                live[entry.id.encode()] = LiveKey(entry, counts, bucket)
             rings[target] = KeyRing(target, live)
         self.buckets = buckets
         return rings
