@@ -114,7 +114,7 @@ class Refusal:
 class LiveKey:
     """A key entry ready for checking, with its counters and bucket (both outlive table updates)."""
 
-    __slots__ = ("bucket", "counts", "digest", "entry", "salt")
+    __slots__ = ("bucket", "conditional", "counts", "digest", "entry", "salt")
 
     def __init__(self, entry: KeyEntry, counts: list[int], bucket: TokenBucket | None) -> None:
         self.entry = entry
@@ -122,6 +122,7 @@ class LiveKey:
         self.digest = bytes.fromhex(entry.digest)
         self.counts = counts  # responses by status class, indexed by status // 100
         self.bucket = bucket
+        self.conditional = entry.revoked or entry.expires is not None or bucket is not None
 
 
 class KeyRing:
@@ -147,6 +148,15 @@ class KeyRing:
             return self._refuse(401, "invalid-api-key", f"the API key sent is not a key of API {self.target!r}; "
                                 "check that it was copied whole")
         request.key_counts = key.counts  # from here on, the request counts under its key's name
+        if key.conditional:
+            refusal = self._conditions(key, wall, now)
+            if refusal is not None:
+                return refusal
+        request.headers = [h for h in request.headers if h[0] not in KEY_HEADERS]  # the replica never sees keys
+        return None
+
+    def _conditions(self, key: LiveKey, wall: Callable[[], float], now: Callable[[], float]) -> Refusal | None:
+        """Revoked, expired or over its rate: only keys that can be are looked at (`key.conditional`)."""
         entry = key.entry
         if entry.revoked:
             return self._refuse(401, "revoked-api-key", f"API key {entry.name!r} of {self.target!r} was revoked")
@@ -161,7 +171,6 @@ class KeyRing:
                 return Refusal(429, "rate-limited", f"API key {entry.name!r} is over its rate limit "
                                f"({format_rate(key.bucket.rate)} on this gateway worker); retry after {seconds}s",
                                b"retry-after: %d\r\n" % seconds)
-        request.headers = [h for h in request.headers if h[0] not in KEY_HEADERS]  # the replica never sees keys
         return None
 
     def _refuse(self, status: int, reason: str, message: str) -> Refusal:
