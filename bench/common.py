@@ -64,20 +64,23 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, connections: int, duration: float, body: str = POST_BODY) -> WrkResult:
-    with wrk_running(url, connections, duration, body) as process:
+def wrk(url: str, connections: int, duration: float, body: str = POST_BODY,
+        headers: dict[str, str] | None = None) -> WrkResult:
+    with wrk_running(url, connections, duration, body, headers) as process:
         out, _ = process.communicate()
     return parse_wrk(out, url)
 
 
 @contextlib.contextmanager
-def wrk_running(url: str, connections: int, duration: float,
-                body: str = POST_BODY) -> Iterator[subprocess.Popen[str]]:
+def wrk_running(url: str, connections: int, duration: float, body: str = POST_BODY,
+                headers: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
     """wrk loading `url` in the background; read its report with parse_wrk once it has exited."""
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(POST_LUA % body.replace("'", "\\'"))
+        for name, value in (headers or {}).items():  # e.g. an API key
+            script.write(f'wrk.headers["{name}"] = "{value}"\n')
     try:
         with subprocess.Popen(
                 ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", script.name, url],

@@ -5,7 +5,9 @@
 (a) the trivial predictor in one bare uvicorn + Starlette process,
 (b) the same predictor on its berth replica, hit directly (the replica runtime on a TCP port),
 (c) the same predictor through the berth gateway (one gateway worker + replica, as `berth deploy` runs it),
-(d) the same through a second instance started with `cluster up --gateway-workers 2`.
+(d) the same through a second instance started with `cluster up --gateway-workers 2`,
+(k) the same predictor deployed a second time on (c)'s instance with `networking.api_keys: required`,
+    every request carrying a valid key (`Authorization: Bearer`): the cost of checking keys, beside (c).
 wrk (its own process) loads each at 1 and 32 connections; rounds are interleaved and the medians
 reported, with ratios to (a). With --scrape, (c) and (d) are measured a second time in each round while
 a scraper polls each instance's /_berth/metrics every second (rows "+ scrape"), as Prometheus would.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -114,18 +117,36 @@ def scrape_cost(instance: BerthInstance, scrapes: int = 50) -> dict[str, float]:
     return {name: max(0.0, busy[name] - idle[name]) / scrapes * 1000 for name in groups}
 
 
-def measure(urls: dict[str, str], duration: float, rounds: int,
-            scraper: Scraper | None = None) -> dict[tuple[str, int], WrkResult]:
-    """Names ending in "+s" are measured with the scraper on."""
+def deploy_keyed(instance: BerthInstance, workdir: Path) -> tuple[str, dict[str, str]]:
+    """The trivial predictor again, as `trivial-keyed` with api_keys required; its URL and a key's header."""
+    project = workdir / "keyed"
+    project.mkdir()
+    shutil.copy(BENCH / "trivial" / "predictor.py", project / "predictor.py")
+    (project / "berth.yaml").write_text("- name: trivial-keyed\n  kind: RealtimeAPI\n  predictor:\n"
+                                        "    type: python\n    path: predictor.py\n"
+                                        "  networking:\n    api_keys: required\n")
+    instance.cli("deploy", str(project), "--wait")
+    key = json.loads(instance.cli("key", "create", "trivial-keyed", "--name", "bench", "-o", "json"))["key"]
+    headers, url = {"Authorization": f"Bearer {key}"}, instance.url("/trivial-keyed")
+    assert httpx.post(url, json={"name": "probe"}).status_code == 401
+    assert httpx.post(url, json={"name": "probe"}, headers=headers).status_code == 200
+    return url, headers
+
+
+def measure(urls: dict[str, str], duration: float, rounds: int, scraper: Scraper | None = None,
+            headers: dict[str, dict[str, str]] | None = None) -> dict[tuple[str, int], WrkResult]:
+    """Names ending in "+s" are measured with the scraper on; `headers` are sent to the named setups."""
+    headers = headers or {}
     runs: dict[tuple[str, int], list[WrkResult]] = {}
     for _ in range(rounds):
         for connections in (1, 32):
             for name, url in urls.items():
-                wrk(url, connections, 1)  # warm-up: connections, caches, the replica's thread pool
+                wrk(url, connections, 1, headers=headers.get(name))  # warm-up: connections, caches, thread pool
                 if scraper is not None and name.endswith("+s"):
                     scraper.active.set()
                 try:
-                    runs.setdefault((name, connections), []).append(wrk(url, connections, duration))
+                    runs.setdefault((name, connections), []).append(
+                        wrk(url, connections, duration, headers=headers.get(name)))
                 finally:
                     if scraper is not None:
                         scraper.active.clear()
@@ -133,7 +154,8 @@ def measure(urls: dict[str, str], duration: float, rounds: int,
 
 
 ROWS = (("a", "(a) bare uvicorn + Starlette"), ("b", "(b) berth replica, direct"),
-        ("c", "(c) berth gateway -> replica"), ("c+s", "(c) + scrape every 1 s"), ("d", "(d) 2 gateway workers"),
+        ("c", "(c) berth gateway -> replica"), ("k", "(k) (c) with api_keys: required"),
+        ("c+s", "(c) + scrape every 1 s"), ("d", "(d) 2 gateway workers"),
         ("d+s", "(d) + scrape every 1 s"))
 
 
@@ -155,6 +177,12 @@ def report(results: dict[tuple[str, int], WrkResult]) -> None:
           f"{'ok' if c32.p99_ms <= a32.p99_ms else 'MISSED'}")
     print(f"budget: <= 0.5 ms added at p50, 1 connection: {c1.p50_ms - a1.p50_ms:+.3f} ms "
           f"{'ok' if c1.p50_ms - a1.p50_ms <= 0.5 else 'MISSED'}")
+    for connections in (1, 32):
+        if ("k", connections) in results:
+            off, on = results[("c", connections)], results[("k", connections)]
+            print(f"api keys required vs not, {connections} connection(s): req/s {on.rps / off.rps:.3f}x, "
+                  f"p50 {on.p50_ms / off.p50_ms:.3f}x ({on.p50_ms - off.p50_ms:+.3f} ms), "
+                  f"p99 {on.p99_ms / off.p99_ms:.3f}x ({on.p99_ms - off.p99_ms:+.3f} ms)")
     for connections in (1, 32):
         if ("c+s", connections) in results:
             off, on = results[("c", connections)], results[("c+s", connections)]
@@ -211,12 +239,14 @@ def main() -> None:
             two_workers.cli("cluster", "up", "--gateway-workers", "2")
             two_workers.cli("deploy", str(BENCH / "trivial"), "--wait")
             wait_ok(two_workers.url("/trivial"))
-            urls = {"a": bare_url, "b": direct_url, "c": gateway_url, "d": two_workers.url("/trivial")}
+            keyed_url, key_header = deploy_keyed(instance, Path(workdir))
+            urls = {"a": bare_url, "b": direct_url, "c": gateway_url, "k": keyed_url, "d": two_workers.url("/trivial")}
             scraper = Scraper([instance.url("/_berth/metrics"), two_workers.url("/_berth/metrics")])
             if args.scrape:
                 urls.update({"c+s": urls["c"], "d+s": urls["d"]})
             with scraper:
-                results = measure(urls, args.duration, args.rounds, scraper if args.scrape else None)
+                results = measure(urls, args.duration, args.rounds, scraper if args.scrape else None,
+                                  headers={"k": key_header})
             report(results)
             report_scraper(scraper)
             if args.scrape:

@@ -135,6 +135,19 @@ class Client:
     def delete(self, name: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/apis/{name}")  # type: ignore[no-any-return]
 
+    # --- API keys (control/keys.py) ---------------------------------------------------------------
+    def create_key(self, api: str, name: str | None = None, expires_in: float | None = None,
+                   rate: float | None = None) -> dict[str, Any]:
+        """The new key is in the answer's "key", and nowhere else ever again."""
+        body = {"api": api, "name": name, "expires_in": expires_in, "rate": rate}
+        return self._call("POST", "/v1/keys", json=body)  # type: ignore[no-any-return]
+
+    def list_keys(self, api: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/keys", params={"api": api} if api else {})  # type: ignore[no-any-return]
+
+    def revoke_key(self, api: str, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/keys/{api}/{name}/revoke")  # type: ignore[no-any-return]
+
     def shutdown(self) -> None:
         self._call("POST", "/v1/shutdown")
 
@@ -267,7 +280,8 @@ class LocalBackend:
 
     def delete(self, name: str) -> Deletion:
         result = self.client.delete(name)
-        return Deletion(api=str(result.get("api", name)), stopped=bool(result.get("stopped")))
+        return Deletion(api=str(result.get("api", name)), stopped=bool(result.get("stopped")),
+                        keys_removed=int(result.get("keys_removed") or 0))
 
     def close(self) -> None:
         if self._client is not None:

@@ -88,7 +88,7 @@ def _cli_rows() -> list[tuple[list[str], set[str]]]:
             continue
         usage = cells[1].strip().strip("`")
         command = [word for word in usage.split()[1:] if re.fullmatch(r"[a-z]+", word)]
-        command = command[:2] if command[:1] in (["cluster"], ["env"], ["monitor"]) else command[:1]
+        command = command[:2] if command[:1] in (["cluster"], ["env"], ["monitor"], ["key"]) else command[:1]
         flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])(?![\w-])", cells[1] + cells[2]))
         rows.append((command, flags))
     return rows

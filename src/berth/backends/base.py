@@ -49,6 +49,7 @@ class Deletion:
 
     api: str
     stopped: bool
+    keys_removed: int = 0  # API keys deleted with it (local daemon)
 
 
 class Backend(Protocol):

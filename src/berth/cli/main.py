@@ -11,6 +11,7 @@ from rich.markup import escape
 from berth import __version__
 from berth.cli import build, cluster, dashboard, deploy, describe, env, export, inspect, monitor, operate
 from berth.cli.context import CLIContext, make_console
+from berth.cli.keys import key as key_commands
 from berth.errors import BerthError, ConfigError
 
 
@@ -54,6 +55,7 @@ for command in (deploy.deploy, deploy.validate, inspect.get, describe.describe, 
                 operate.logs, operate.delete, cluster.cluster, env.env, monitor.monitor, dashboard.dashboard,
                 export.export, build.build):
     cli.add_command(command)
+cli.add_command(key_commands)  # berth key create|list|revoke
 
 
 def main() -> None:

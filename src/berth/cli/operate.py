@@ -104,7 +104,10 @@ def _write(text: str) -> None:
 @pass_context
 def delete(obj: CLIContext, api: str) -> None:
     """Drain and stop API's replicas and remove it (or remove a traffic splitter)."""
-    if obj.backend().delete(api).stopped:
+    deletion = obj.backend().delete(api)
+    if deletion.stopped:
         obj.console.print(f"deleted {api}")
     else:
         obj.console.print(f"deleted {api}; its replicas are still finishing their requests")
+    if deletion.keys_removed:
+        obj.console.print(f"deleted its {deletion.keys_removed} API key(s) too")

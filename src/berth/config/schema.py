@@ -250,6 +250,8 @@ class Networking(Model):
     timeout: Duration = 600.0
     # new: the fraction of requests the gateway writes a line for in logs/<api>/requests-<worker>.log
     request_log_sample_rate: float = 1.0
+    # new: `required`: every request carries an API key (`berth key create`); see docs/api-keys.md
+    api_keys: Literal["required", "none"] = "none"
 
     @field_validator("request_log_sample_rate")
     @classmethod

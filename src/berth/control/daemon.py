@@ -32,6 +32,7 @@ from berth.control.collector import ReplicaCollector
 from berth.control.deploy import Deployer
 from berth.control.gateways import GatewayLinks
 from berth.control.history import HistoryRecorder
+from berth.control.keys import KeyService
 from berth.control.ledger import RequestLedger
 from berth.control.logs import RETENTION_SECONDS, collect_logs
 from berth.control.management import ManagementAPI
@@ -107,12 +108,18 @@ class Daemon:
         self.gateways.wake = self.reconciler.wake_from_zero
         self.autoscaling = AutoscalingLoop(self.store, self.reconciler, self.gateways, time.time)
         self.deployer = Deployer(self.store, self.reconciler, self.paths, time.time)
+        self.keys = KeyService(self.store, lambda: [*(name for name, api in self.reconciler.apis.items()
+                                                      if not api.deleting),
+                                                    *(record.name for record in self.deployer.splitters.all())],
+                               self.routing, self.gateways, time.time)
         self.management = ManagementAPI(self.store, self.reconciler, self.reconciler.wait_for, self.gateways,
-                                        self.deployer, self.paths, self.info, self.request_stop, time.time)
+                                        self.deployer, self.paths, self.info, self.request_stop, time.time,
+                                        keys=self.keys)
         self.collector = ReplicaCollector(self.reconciler, lambda: self.reconciler.replicas, self.history,
                                           wake=self.reconciler.wake, state_file=self.paths.home / "replica-stats.json")
         self.observing = Observing(self.reconciler, self.gateways, self.store, self.collector, self.history)
         self.metrics = BerthCollector(self.observing.sources())
+        self.metrics.sources.key_requests = self.keys.ledger.samples
         self.observe = ObserveSource(self.reconciler, self.gateways, self.store, self.metrics,
                                      self.gateway_url)
         self.started_at = time.time()
@@ -138,6 +145,7 @@ class Daemon:
         self.store.open()
         self.reconciler.load()
         self.deployer.splitters.load()
+        self.keys.load()
         self.collector.load()
         self.reconciler.health.on_failure = self.collector.replica_failed
         self.reconciler.draining.before_stop = self.collector.final_poll_done
@@ -147,7 +155,7 @@ class Daemon:
         await self._serve(observe_app(self.metrics, self.observe), self.paths.observe_socket, "observe",
                           graceful=2)
         for work in (self._housekeeping(), self.observing.record_history(), self.collector.run(),
-                     self.autoscaling.run(), self.reconciler.run()):
+                     self.autoscaling.run(), self.reconciler.run(), self.keys.run()):
             self._loops.append(asyncio.create_task(work))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -152,6 +152,21 @@ class Deployer:
         if splitters:
             deployed = {record.name: record.endpoint for record in self.store.list_apis()}
             self.splitters.check(splitters, deployed, {api.name: api.endpoint for api in apis})
+            self._check_split_keys(apis, splitters)
+
+    def _check_split_keys(self, apis: Sequence[RealtimeAPI], splitters: Sequence[Any]) -> None:
+        """A splitter in front of an API that requires keys must require them too, or it would be a way round."""
+        keyed = {name for name, api in self.reconciler.apis.items() if api.spec.networking.api_keys == "required"}
+        keyed -= {api.name for api in apis}
+        keyed |= {api.name for api in apis if api.networking.api_keys == "required"}
+        open_ways = [f"traffic splitter {s.name!r} sends requests to {', '.join(map(repr, sorted(used)))}, which "
+                     f"require{'s' if len(used) == 1 else ''} API keys, but does not require them itself"
+                     for s in splitters if s.networking.api_keys != "required"
+                     and (used := {b.name for b in s.apis} & keyed)]
+        if open_ways:
+            raise ConfigError(open_ways,
+                              hint="set networking.api_keys: required on the splitter (and create its keys with "
+                                   "`berth key create <splitter>`); nothing was changed")
 
     def _apply_splitters(self, splitters: Sequence[Any]) -> list[DeployResult]:
         now = self.clock()

@@ -14,13 +14,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from berth.control.ledger import RequestLedger
 from berth.control.routing import Routing
 from berth.control.splitters import add_counters
 from berth.gateway.control import MAX_MESSAGE, encode, read_table, write_table
 from berth.observability.stats import APIStats
+
+if TYPE_CHECKING:
+    from berth.control.keys import KeyLedger
 
 log = logging.getLogger("berth.control")
 
@@ -99,6 +102,8 @@ class GatewayLink:
             self.splitters = message.get("splitters") or {}
             self.links.ledger.observe(self.index, str(message["incarnation"]),
                                       {api: v["counters"] for api, v in apis.items()})
+            if self.links.keys is not None:  # per API key counts (control/keys.py)
+                self.links.keys.observe(self.index, str(message["incarnation"]), message.get("keys") or {})
             for api, values in apis.items():
                 if values.get("held"):  # wake-ups are idempotent; a lost one must not leave requests waiting
                     self.links.wake(api)
@@ -124,6 +129,7 @@ class GatewayLinks:
         self.wake = wake
         self.links = [GatewayLink(index, path, self) for index, path in enumerate(sockets)]
         self._saved_generation: int | None = None
+        self.keys: KeyLedger | None = None  # set by the key service
         self._tasks: list[asyncio.Task[None]] = []
 
     @staticmethod

@@ -21,6 +21,7 @@ from berth.control import history, logs, splitters, views
 from berth.control.deploy import Deployer, DeployResult
 from berth.control.fleet import FleetView
 from berth.control.gateways import GatewayLinks
+from berth.control.keys import KeyService
 from berth.control.paths import Paths
 from berth.control.requestlogs import RequestLogReader
 from berth.control.store import Store
@@ -43,7 +44,7 @@ def _result(result: DeployResult) -> dict[str, str]:
 class ManagementAPI:
     def __init__(self, store: Store, fleet: FleetView, wait_for: WaitFor, gateways: GatewayLinks, deployer: Deployer,
                  paths: Paths, info: Callable[[], dict[str, Any]], shutdown: Callable[[], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], keys: KeyService | None = None) -> None:
         self.store = store
         self.fleet = fleet  # read only: changes go through the deployer
         self.wait_for = wait_for
@@ -53,6 +54,7 @@ class ManagementAPI:
         self.info = info
         self.shutdown = shutdown
         self.clock = clock
+        self.keys = keys
         self.app = Starlette(
             routes=[
                 Route("/v1/info", self.get_info),
@@ -69,6 +71,7 @@ class ManagementAPI:
                 Route("/v1/apis/{name}/baseline", self.unpin_baseline, methods=["DELETE"]),
                 Route("/v1/splitters", self.list_splitters),
                 Route("/v1/splitters/{name}", self.get_splitter),
+                *(keys.routes() if keys is not None else []),
             ],
             exception_handlers={BerthError: self._error},
         )
@@ -202,6 +205,7 @@ class ManagementAPI:
             await self.deployer.delete_splitter(name)
             return JSONResponse({"api": name, "deleted": True, "stopped": True})
         self._api(name)
+        keys_removed = self.keys.removed(name) if self.keys is not None else 0
         await self.deployer.delete(name)
         gone = await self.wait_for(lambda: name not in self.fleet.apis, DELETE_TIMEOUT)
         api = self.fleet.apis.get(name)
@@ -210,7 +214,7 @@ class ManagementAPI:
             # never say it succeeded for an API that is still there.
             raise Conflict(f"{name!r} was deployed again while it was being deleted; it is still deployed",
                            hint=f"run `berth delete {name}` again")
-        return JSONResponse({"api": name, "deleted": True, "stopped": gone})
+        return JSONResponse({"api": name, "deleted": True, "stopped": gone, "keys_removed": keys_removed})
 
     # --- traffic splitters ------------------------------------------------------------------------
     async def list_splitters(self, request: Request) -> Response:

@@ -52,6 +52,8 @@ class MetricsSources:
     loads: Callable[[], tuple[Mapping[str, int], Mapping[str, int]]]  # (load, held) per API
     decision: Callable[[str], Mapping[str, Any] | None]  # the autoscaler's latest, per API
     drift: Callable[[str], float | None]  # PSI per API, None without monitoring or data
+    # (target, key name, status class, count) per API key (control/keys.py); none until the key service is wired
+    key_requests: Callable[[], Iterable[tuple[str, str, str, int]]] = lambda: ()
 
 
 class BerthCollector(Collector):
@@ -66,6 +68,7 @@ class BerthCollector(Collector):
         yield from self._replica_side(apis)
         yield from self._usage()
         yield from self._predictions(apis)
+        yield from self._key_requests()
 
     # --- gateway side ---------------------------------------------------------------------------
     def _requests(self, apis: list[str]) -> Iterator[Metric]:
@@ -93,6 +96,15 @@ class BerthCollector(Collector):
             in_flight.add_metric([api], max(0, loads.get(api, 0) - waiting))
             held.add_metric([api], waiting)
         yield from (requests, duration, refusals, in_flight, held)
+
+    def _key_requests(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("berth_api_key_requests", "Responses to requests that carried a valid API "
+                                     "key, by key name and status class (refusals of that key included)",
+                                     labels=["api_name", "key", "code_class"])
+        for target, name, code_class, count in self.sources.key_requests():
+            family.add_metric([target, name, code_class], count)
+        if family.samples:  # an instance without keys exposes no such family
+            yield family
 
     # --- control plane --------------------------------------------------------------------------
     def _replicas(self, apis: list[str]) -> Iterator[Metric]:

@@ -104,6 +104,7 @@ class Reconciler:
                                timeout=api.spec.networking.timeout,
                                request_log_sample_rate=api.spec.networking.request_log_sample_rate,
                                stream_body=streams_body(api.spec, api.project))
+        self.routing.require_keys(api.name, api.spec.networking.api_keys == "required")
         self.wake()
 
     def remove(self, name: str) -> None:

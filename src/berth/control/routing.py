@@ -15,9 +15,10 @@ from pathlib import Path
 from berth.config.schema import RealtimeAPI
 from berth.config.signature import predict_parameters
 from berth.gateway.control import RouteEntry, routes_message
+from berth.gateway.keys import KeyEntry, TargetKeys, keys_field
 from berth.gateway.routes import Target
-from berth.runtime.contract import streams_request_body
 from berth.gateway.splitting import SplitEntry
+from berth.runtime.contract import streams_request_body
 
 
 class Routing:
@@ -30,6 +31,7 @@ class Routing:
         # False until the reconciler has probed the replicas it adopted: a table pushed before that
         # would take every serving replica out of a gateway that routes to them right now.
         self.established = False
+        self.keys: dict[str, TargetKeys] = {}  # target (API or splitter) -> whether it requires keys, its keys
 
     def configure(self, api: str, endpoint: str, max_replica_concurrency: int, *, holds: bool,
                   hold_limit: int, hold_timeout: float, timeout: float,
@@ -43,6 +45,21 @@ class Routing:
                            request_log_sample_rate=request_log_sample_rate, stream_body=stream_body)
         if entry != current:
             self.entries[api] = entry
+            self.generation += 1
+
+    def require_keys(self, target: str, required: bool) -> None:
+        current = self.keys.get(target, TargetKeys(False))
+        if current.required != required:
+            self.keys[target] = TargetKeys(required, current.entries)
+            self.generation += 1
+
+    def set_keys(self, target: str, entries: Iterable[KeyEntry]) -> None:
+        """A target's key entries, each rate already shared out between the workers."""
+        current = self.keys.get(target, TargetKeys(False))
+        wanted = tuple(dataclasses.replace(e, rate=None if e.rate is None else e.rate / self.workers)
+                       for e in entries)
+        if current.entries != wanted:
+            self.keys[target] = TargetKeys(current.required, wanted)
             self.generation += 1
 
     def targets(self, api: str) -> tuple[Target, ...]:
@@ -59,6 +76,7 @@ class Routing:
 
     def remove(self, api: str) -> None:
         entry = self.entries.pop(api, None)
+        self.keys.pop(api, None)
         if entry is not None:
             self._changed(entry.targets, ())
 
@@ -81,7 +99,7 @@ class Routing:
             self.generation += 1
 
     def message(self) -> dict[str, object]:
-        return routes_message(self.generation, self.entries.values(), self.splitters.values())
+        return routes_message(self.generation, self.entries.values(), self.splitters.values(), keys_field(self.keys))
 
     def _changed(self, before: tuple[Target, ...], after: tuple[Target, ...]) -> None:
         self.generation += 1

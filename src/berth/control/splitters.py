@@ -92,6 +92,7 @@ class Splitters:
         """Into the routing table at daemon start, so the first table pushed keeps them."""
         for record in self.all():
             self.routing.set_splitter(entry(record.splitter))
+            self.routing.require_keys(record.name, record.splitter.networking.api_keys == "required")
 
     def get(self, name: str) -> SplitterRecord | None:
         row = self.db.execute("SELECT * FROM splitters WHERE name = ?", (name,)).fetchone()
@@ -115,11 +116,13 @@ class Splitters:
             "endpoint=excluded.endpoint, spec=excluded.spec, updated_at=excluded.updated_at",
             (splitter.name, splitter.endpoint, json.dumps(spec), existing.created_at if existing else now, now))
         self.routing.set_splitter(entry(splitter))
+        self.routing.require_keys(splitter.name, splitter.networking.api_keys == "required")
         return "creating" if existing is None else "updating"
 
     def delete(self, name: str) -> None:
         self.db.execute("DELETE FROM splitters WHERE name = ?", (name,))
         self.routing.remove_splitter(name)
+        self.routing.require_keys(name, False)
 
     # --- the checks a deploy makes, under the deployer's lock ----------------------------------
     def check(self, splitters: Sequence[TrafficSplitter], api_endpoints: Mapping[str, str],

@@ -109,6 +109,24 @@ CREATE TABLE IF NOT EXISTS monitoring_baselines (
     until REAL NOT NULL,
     pinned_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_keys (
+    target TEXT NOT NULL,
+    name TEXT NOT NULL,
+    id TEXT NOT NULL UNIQUE,
+    salt TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    rate REAL,
+    requests TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS api_key_counters (
+    worker INTEGER PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    counters TEXT NOT NULL
+);
 """
 
 
@@ -246,6 +264,7 @@ class Store:
             db.execute("DELETE FROM request_history WHERE api = ?", (name,))
             db.execute("DELETE FROM prediction_history WHERE api = ?", (name,))
             db.execute("DELETE FROM monitoring_baselines WHERE api = ?", (name,))
+            db.execute("DELETE FROM api_keys WHERE target = ?", (name,))
 
     def versions(self, api: str, limit: int = 10) -> list[tuple[str, float]]:
         """(version, deployed at) of an API's deployed versions, newest first."""

@@ -193,6 +193,8 @@ class ClientConnection(UploadExchanges, asyncio.Protocol):
         if route is None:
             self._answer_locally(request, path, now)
             return
+        if route.keys is not None and not self._admit_key(route, request):
+            return
         if route.split is not None:  # a traffic splitter: on as the API it chooses
             route = route.split.choose(self, request, subpath)
             if route is None:
@@ -213,6 +215,17 @@ class ClientConnection(UploadExchanges, asyncio.Protocol):
         assert upstream is not None
         target = subpath.encode("latin-1") + (b"?" + request.query if request.query else b"")
         self._start(route, upstream, request, target, now)
+
+    def _admit_key(self, route: Route, request: ParsedRequest) -> bool:
+        """networking.api_keys: required. A refused request is answered here and costs no replica anything."""
+        assert route.keys is not None
+        refusal = route.keys.admit(request)
+        if refusal is None:
+            return True
+        self._turn_away_counted(route, request, refusal.status, refusal.reason)
+        self._write_local(request, refusal.status, error_body(refusal.message, request.request_id),
+                          b"application/json", refusal.reason.encode(), refusal.headers)
+        return False
 
     def _start(self, route: Route, upstream: Upstream, request: ParsedRequest, target: bytes, now: float) -> None:
         if request.upload is not None:
@@ -284,6 +297,9 @@ class ClientConnection(UploadExchanges, asyncio.Protocol):
                 reason: str | None, replica: str | None) -> None:
         """Count a request's outcome, and write its log line when it is sampled."""
         route.stats.record(status, seconds, reason)
+        key_counts = request.key_counts
+        if key_counts is not None:  # per API key, by status class (gateway/keys.py)
+            key_counts[2 if status < 400 else status // 100] += 1
         rate = route.log_rate
         if rate and (rate >= 1.0 or random() < rate):
             log = self.gateway.request_log

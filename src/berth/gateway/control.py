@@ -20,11 +20,13 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from berth.gateway.keys import KeyState, attach_keys, parse_keys
 from berth.gateway.routes import RoutingTable, Target, Upstream
 from berth.gateway.splitting import SplitEntry
 
@@ -95,11 +97,13 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def routes_message(generation: int, entries: Iterable[RouteEntry],
-                   splitters: Iterable[SplitEntry] = ()) -> dict[str, Any]:
+                   splitters: Iterable[SplitEntry] = (), keys: dict[str, Any] | None = None) -> dict[str, Any]:
     message = {"op": "routes", "generation": generation, "routes": [e.as_json() for e in entries]}
     split = [s.as_json() for s in splitters]
     if split:  # optional: a table saved by an older daemon has none
         message["splitters"] = split
+    if keys:  # optional: targets that require API keys, and their key entries (gateway/keys.py)
+        message["keys"] = keys
     return message
 
 
@@ -125,6 +129,7 @@ class RouteApplier:
         self.routes = routes
         self.generation = 0
         self.retired: list[Upstream] = []  # left the table, still finishing requests
+        self.keys = KeyState()
 
     def apply(self, message: dict[str, Any]) -> None:
         """Replace the table; raises ValueError, having changed nothing, when the message is malformed."""
@@ -136,6 +141,7 @@ class RouteApplier:
         if not isinstance(splitters, list):
             raise ValueError("a routes message's splitters must be a list")
         split_entries = [SplitEntry.from_json(data) for data in splitters]
+        keys = parse_keys(message.get("keys"))
         wanted = {entry.api for entry in entries}
         for api in [api for api in self.routes.by_api if api not in wanted]:
             route = self.routes.by_api[api]
@@ -150,6 +156,7 @@ class RouteApplier:
             self.retired.extend(route.set_targets(entry.targets))
         self.routes.count_streaming()
         self.routes.set_splitters(split_entries)
+        attach_keys(self.routes, self.keys.rings(keys, time.monotonic()))
         self.generation = generation
         self.retired = [u for u in self.retired if u.in_flight > 0]
 
@@ -168,7 +175,7 @@ class RouteApplier:
         apis = {name: {"load": route.load, "held": len(route.waiting), "counters": route.stats.counters()}
                 for name, route in self.routes.by_api.items()}
         report = {"op": "stats", "generation": self.generation, "incarnation": incarnation, "pid": os.getpid(),
-                  "apis": apis, "replicas": replicas}
+                  "apis": apis, "replicas": replicas, "keys": self.keys.stats()}
         if self.routes.splitters:
             report["splitters"] = {name: route.split.counters() for name, route in self.routes.splitters.items()
                                    if route.split is not None}

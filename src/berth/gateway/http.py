@@ -78,6 +78,7 @@ class ParsedRequest:
     forwarded_host: bytes = b""  # a trusted proxy's X-Forwarded-Host, kept over our Host
     started: float = 0.0  # monotonic time its head began to arrive: its recorded latency counts from here
     upload: Upload | None = None  # its body streams to the replica as it arrives (stream_body routes)
+    key_counts: list[int] | None = None  # its API key's counters by status class, once the key was verified
 
 
 def rejected(rejection: Rejection, request_id: bytes, method: bytes = b"GET", http10: bool = False,

@@ -11,6 +11,7 @@ from berth.core.balancing import admits, least_in_flight
 from berth.observability.stats import APIStats
 
 if TYPE_CHECKING:
+    from berth.gateway.keys import KeyRing
     from berth.gateway.splitting import SplitEntry, Splitter
     from berth.gateway.upstream import UpstreamConnection
 
@@ -88,6 +89,7 @@ class Route:
         self.waiting: deque[Waiter] = deque()
         # Set only on a traffic splitter's route (gateway/splitting.py): the one check a plain API pays.
         self.split: Splitter | None = None
+        self.keys: KeyRing | None = None  # networking.api_keys: required (see gateway/keys.py)
 
     def hold_requests(self, enabled: bool, limit: int, timeout: float) -> None:
         self.holds, self.hold_limit, self.hold_timeout = enabled, limit, timeout

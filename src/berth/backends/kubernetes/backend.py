@@ -28,7 +28,7 @@ from berth.backends.kubernetes.cluster import Cluster, ConfigMap, key, mounted
 from berth.backends.kubernetes.labels import API_LABEL, api_selector
 from berth.backends.kubernetes.settings import ClusterSettings, kubeconfig_paths
 from berth.config.loader import SpecFile
-from berth.errors import BerthError, Conflict, DaemonUnavailable, NotFound
+from berth.errors import BerthError, ConfigError, Conflict, DaemonUnavailable, NotFound
 
 POLL_INTERVAL = 1.0  # get_api answers from what it read this long ago: `deploy --wait` asks 20 times a second
 LOCAL_PORT = 8080  # the port-forward berth suggests when no Gateway routes to the APIs
@@ -98,6 +98,12 @@ class KubernetesBackend:
         from berth.backends.kubernetes.render import render_spec
         from berth.backends.kubernetes.render_activator import needs_activator, render_activator
 
+        keyed = [api.name for api in spec.apis if api.networking.api_keys == "required"]
+        if keyed:  # fail closed: deploying would publish an endpoint its spec says must be protected
+            raise ConfigError([f"{name}: networking.api_keys: required is enforced by berth's own gateway only, "
+                               "not on kubernetes environments yet" for name in keyed],
+                              hint="deploy it with `-e local`, or protect the route at your Gateway and set "
+                                   "api_keys: none")
         cluster = self.cluster()
         with self._talking():
             keda = cluster.keda_installed()
