@@ -1,13 +1,16 @@
 """Traffic splitters with a real daemon: exact weighted split, a slow shadow that slows nothing,
 sticky users, and the deletes a splitter refuses."""
 
+import json
 import statistics
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
+from click.testing import CliRunner
 
+from berth.cli.main import cli
 from berth.client import Client
 from tests.process.harness import Berth, wait_for, write_project
 
@@ -116,3 +119,30 @@ def test_a_splitter_of_apis_not_deployed_is_refused(berth: Berth, tmp_path: Path
     assert refused.returncode == 3 and "'ghost'" in refused.stderr, refused.stderr
     with Client.for_home(berth.home) as daemon:
         assert daemon.list_apis() == [] and daemon.list_splitters() == []  # nothing was changed
+
+
+def test_a_splitter_in_front_of_a_keyed_api_requires_keys_too(berth: Berth, tmp_path: Path) -> None:
+    keyed = api("a").replace("networking: {", "networking: {api_keys: required, ")
+    open_splitter = splitter("""
+  apis:
+    - {name: a, weight: 100}
+""")
+    refused = berth.run("deploy", str(write_project(tmp_path / "p", keyed + open_splitter, PREDICTOR)),
+                        check=False)
+    assert refused.returncode == 2 and "'sp'" in refused.stderr and "api_keys" in refused.stderr, refused.stderr
+    with Client.for_home(berth.home) as daemon:
+        assert daemon.list_apis() == [] and daemon.list_splitters() == []  # nothing was changed
+
+    keyed_splitter = open_splitter.replace("networking: {endpoint: /split}",
+                                           "networking: {endpoint: /split, api_keys: required}")
+    berth.run("deploy", str(write_project(tmp_path / "q", keyed + keyed_splitter, PREDICTOR)), "--wait")
+    created = CliRunner().invoke(cli, ["--home", str(berth.home), "key", "create", "sp", "-o", "json"])
+    assert created.exit_code == 0, created.output
+    secret = json.loads(created.stdout)["key"]
+    with httpx.Client(base_url=berth.base_url) as client:
+        missing = client.post("/split", json=1)
+        assert missing.status_code == 401 and missing.headers["x-berth-reason"] == "missing-api-key"
+        answered = client.post("/split", json=1, headers={"X-API-Key": secret})
+        assert answered.status_code == 200 and answered.headers["x-berth-api"] == "a", answered.text
+        # The splitter's key is not the API's: straight to the API it is refused.
+        assert client.post("/a", json=1, headers={"X-API-Key": secret}).status_code == 401
