@@ -12,22 +12,24 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from berth.config.schema import RealtimeAPI
+from berth.config.splitter import TrafficSplitter
 from berth.control.apis import DeployedAPI
 from berth.control.paths import Paths
 from berth.control.reconciler import Reconciler
 from berth.control.snapshot import snapshot
 from berth.control.splitters import Splitters
-from berth.control.splitters import validate as validate_splitters
 from berth.control.store import APIRecord, Store
 from berth.core.placement import Request, never_fits
 from berth.errors import ConfigError, Conflict, InsufficientCapacity, NotFound
 from berth.pyenv.builder import EnvironmentBuilder, Progress
 from berth.pyenv.dotenv import DOTENV_FILE, read_dotenv
+
+Validated = TypeVar("Validated", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,8 @@ class Deployer:
         `variables`: the deploying shell's package-index settings, for building the project's environment.
         `raw_splitters`: the file's traffic splitters, applied after its APIs."""
         ticket = next(self._tickets)
-        apis = _validate(raw_apis, spec_file)
-        splitters = validate_splitters(raw_splitters, spec_file)
+        apis = _validate(RealtimeAPI, raw_apis, spec_file)
+        splitters = _validate(TrafficSplitter, raw_splitters, spec_file)
         self._check_splitters(apis, splitters)
         if not apis:  # splitters alone: nothing to snapshot or build
             async with self._lock:
@@ -249,14 +251,15 @@ class Deployer:
         self.reconciler.put(DeployedAPI(record, api, project))
 
 
-def _validate(raw_apis: Sequence[dict[str, Any]], spec_file: str) -> list[RealtimeAPI]:
-    apis: list[RealtimeAPI] = []
+def _validate(model: type[Validated], raw: Sequence[dict[str, Any]], spec_file: str) -> list[Validated]:
+    """The daemon's own check of what the CLI sent: every problem of every entry at once."""
+    validated: list[Validated] = []
     problems: list[str] = []
-    for raw in raw_apis:
+    for item in raw:
         try:
-            apis.append(RealtimeAPI.model_validate(raw))
+            validated.append(model.model_validate(item))
         except ValidationError as exc:
             problems.extend(f"{spec_file}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     if problems:
         raise ConfigError(problems)
-    return apis
+    return validated

@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from berth.config.splitter import TrafficSplitter
 from berth.control.routing import Routing
 from berth.control.store import Store
-from berth.errors import ConfigError, Conflict, NotFound
+from berth.errors import Conflict, NotFound
 from berth.gateway.splitting import SplitEntry
 
 SCHEMA = """
@@ -60,17 +58,6 @@ def version_of(splitter: TrafficSplitter) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:10]
 
 
-def validate(raw: Sequence[dict[str, Any]], spec_file: str) -> list[TrafficSplitter]:
-    splitters: list[TrafficSplitter] = []
-    problems: list[str] = []
-    for item in raw:
-        try:
-            splitters.append(TrafficSplitter.model_validate(item))
-        except ValidationError as exc:
-            problems.extend(f"{spec_file}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    if problems:
-        raise ConfigError(problems)
-    return splitters
 
 
 class Splitters:
