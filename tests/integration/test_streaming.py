@@ -92,7 +92,8 @@ def timed_chunks(url: str, **kwargs: object) -> tuple[httpx.Response, list[tuple
 
 def wait_file(path: Path, timeout: float = 5) -> str:
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    # write_text creates the file before it writes: an empty file is a finally still running.
+    while not (path.exists() and path.read_text()):
         assert time.monotonic() < deadline, f"{path.name} was not written within {timeout}s: the generator's finally never ran"
         time.sleep(0.01)
     return path.read_text()
