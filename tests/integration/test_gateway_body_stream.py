@@ -135,6 +135,20 @@ async def test_a_slow_client_gets_408_and_the_replica_connection_is_dropped(tmp_
         assert s.replica.received == len(PIECE) and not s.replica.requests[0].complete
 
 
+async def test_an_upload_that_keeps_moving_may_outlast_the_timeout(tmp_path: Path) -> None:
+    async with streaming(tmp_path) as s:
+        s.route.timeout = 0.4  # counted from the last piece forwarded, not from the request's start
+        reader, writer = await s.connect()
+        writer.write(head(8 * len(PIECE)))
+        for _ in range(8):  # 1.2 s in all, never 0.4 s without a piece
+            writer.write(PIECE)
+            await asyncio.sleep(0.15)
+        response = await read_response(reader)
+        assert response.status == 200 and json.loads(response.body)["received"] == 8 * len(PIECE)
+        await close(writer)
+        await s.settled()
+
+
 async def test_a_replica_answering_early_is_forwarded_and_the_connection_closes(tmp_path: Path) -> None:
     async with streaming(tmp_path) as s:
         s.replica.answer_early_after = 1

@@ -67,6 +67,16 @@ def test_a_body_stream_reads_the_body_as_it_comes(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/stats").json()["in_flight"] == 0
 
 
+def test_the_inference_protocol_refuses_a_body_stream_predict_clearly(tmp_path: Path) -> None:
+    app = make_app(tmp_path, UPLOAD + "    model_metadata = {'inputs': [], 'outputs': []}\n")
+    with serving(app) as url:
+        request = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+        response = httpx.post(f"{url}/v2/models/stream/infer", json=request, timeout=30)
+        assert response.status_code == 400, response.text
+        assert "body_stream" in response.json()["error"] and "own endpoint" in response.json()["error"]
+        assert httpx.get(f"{url}/stats").json()["in_flight"] == 0
+
+
 def test_each_request_of_a_batch_streams_its_own_generator(tmp_path: Path) -> None:
     app = make_app(tmp_path, BATCHED, server_side_batching={"max_batch_size": 4, "batch_interval": 0.2})
     with serving(app) as url, concurrent.futures.ThreadPoolExecutor(4) as pool:

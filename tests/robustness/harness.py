@@ -46,6 +46,8 @@ class PythonPredictor:
         if kind == "chunked":
             async def pieces():
                 for index in range(int(query_params.get("n", 3))):
+                    if index:
+                        await asyncio.sleep(float(query_params.get("gap", 0)))
                     yield b"piece%d;" % index
             return StreamingResponse(pieces())
         if kind == "headers":

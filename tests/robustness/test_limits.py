@@ -105,6 +105,33 @@ async def test_a_slow_replica_is_a_504_and_its_slot_is_freed(tmp_path: Path) -> 
         await s.settled()
 
 
+async def test_a_stream_that_keeps_moving_may_outlast_the_timeout(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        s.route.timeout = 0.4  # counted from the last byte moved, as nginx's proxy_read_timeout
+        reader, writer = await s.connect()
+        writer.write(post("/t?kind=chunked&n=8&gap=0.15"))  # 1.05 s in all, never 0.4 s without a piece
+        response = await read_response(reader)
+        assert (response.status, response.body) == (200, b"".join(b"piece%d;" % i for i in range(8)))
+        assert s.route.stats.codes == {200: 1}
+        await close(writer)
+        await s.settled()
+
+
+async def test_a_stream_that_stalls_past_the_timeout_is_cut(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        s.route.timeout = 0.4
+        reader, writer = await s.connect()
+        writer.write(post("/t?kind=chunked&n=3&gap=2"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+        rest = await asyncio.wait_for(reader.read(), 5)  # the connection closes: no last chunk
+        assert b"piece0;" in rest and not rest.endswith(b"0\r\n\r\n")
+        assert s.route.stats.codes == {504: 1}  # what the client could not be told
+        assert s.in_flight() == 0
+        await close(writer)
+        await s.settled()
+
+
 async def test_idle_pooled_upstream_connections_are_closed(tmp_path: Path) -> None:
     async with stack(tmp_path, GatewaySettings(upstream_idle_timeout=0.2)) as s:
         reader, writer = await s.connect()

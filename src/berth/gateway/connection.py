@@ -250,7 +250,7 @@ class ClientConnection(UploadExchanges, asyncio.Protocol):
         if self.write_paused:
             connection.pause_reading()
         if upload is not None and connection.transport is not None:
-            upload.attach(connection.transport)
+            upload.attach(connection.transport, exchange.progressed)
 
     async def _connect(self, exchange: Exchange) -> None:
         while True:

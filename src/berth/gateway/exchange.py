@@ -35,6 +35,11 @@ class Exchange:
         route.in_flight += 1
         upstream.in_flight += 1
 
+    def progressed(self, now: float) -> None:
+        """Bytes of a response or a streamed body moved: networking.timeout counts from the last of them,
+        as nginx's proxy_read_timeout, so a stream may last longer than it while it keeps moving."""
+        self.deadline = now + self.route.timeout
+
     def release(self) -> None:
         if not self.released:
             self.released = True

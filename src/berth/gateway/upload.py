@@ -15,6 +15,8 @@ another: the gateway no longer has those bytes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from time import monotonic
 from typing import Protocol
 
 # Read ahead of an upstream connection before the client is paused (one socket read may add 256 KiB).
@@ -31,8 +33,8 @@ class UploadOwner(Protocol):
 
 
 class Upload:
-    __slots__ = ("buffered", "chunked", "complete", "expect_continue", "length", "owner", "pieces", "received",
-                 "sent", "transport", "upstream_paused")
+    __slots__ = ("buffered", "chunked", "complete", "expect_continue", "length", "owner", "pieces", "progressed",
+                 "received", "sent", "transport", "upstream_paused")
 
     def __init__(self, owner: UploadOwner, length: int | None, expect_continue: bool) -> None:
         self.owner = owner
@@ -45,6 +47,7 @@ class Upload:
         self.complete = False  # the client sent the whole body
         self.sent = False  # some of the body went to a replica: no retry on another one
         self.transport: asyncio.Transport | None = None
+        self.progressed: Callable[[float], None] | None = None
         self.upstream_paused = False
 
     @property
@@ -73,15 +76,18 @@ class Upload:
             if not transport.is_closing():  # closing: the exchange is ending; its connection is gone
                 self.sent = True
                 transport.write(data)
+                if self.progressed is not None:
+                    self.progressed(monotonic())
             return
         self.pieces.append(data)
         self.buffered += len(data)
         if self.buffered > BUFFER:
             self.owner.hold_client()
 
-    def attach(self, transport: asyncio.Transport) -> None:
-        """An upstream connection took the request (its head is written): what was read follows it."""
-        self.transport = transport
+    def attach(self, transport: asyncio.Transport, progressed: Callable[[float], None] | None = None) -> None:
+        """An upstream connection took the request (its head is written): what was read follows it.
+        `progressed` hears of each piece sent, so a long upload that keeps moving is not timed out."""
+        self.transport, self.progressed = transport, progressed
         if self.pieces:
             self.sent = True
             data = b"".join(self.pieces)
@@ -93,7 +99,7 @@ class Upload:
 
     def detach(self) -> None:
         """Its upstream connection is gone (lost, abandoned, or the exchange ended)."""
-        self.transport = None
+        self.transport = self.progressed = None
         self.upstream_paused = False
 
     # --- the upstream transport's write buffer (UpstreamConnection.pause_writing/resume_writing) ---

@@ -125,6 +125,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.forward(out)
         if self._done:
             self._complete(keep_upstream=self._keep_upstream)
+        else:  # a body in several reads (a stream, say): its timeout restarts with each
+            exchange.progressed(time.monotonic())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from berth import __version__
+from berth.runtime.contract import BODY_STREAM, streams_request_body
 from berth.runtime.errors import (
     REQUEST_ID_KEY,
     InferenceRequestError,
@@ -114,6 +115,7 @@ class Handlers:
             outputs = await self.app.run_sync(lambda: models.infer(name, version, wanted, tensors))
         if outputs is None:
             self._declared(name)
+            self._takes_tensors()
             outputs = _arrays(await self.app.call_predict({"payload": tensors, "query_params": {}, "headers": {}}))
         return _encode(name, version, header, outputs)
 
@@ -124,6 +126,14 @@ class Handlers:
         if described is not None:
             return described
         return {"name": name, "versions": ["1"], "platform": "python", **self._declared(name)}
+
+    def _takes_tensors(self) -> None:
+        predict = self.app.predict
+        if predict is not None and streams_request_body(predict.args):
+            raise InferenceRequestError(
+                f"this API's predict reads the raw request body ({BODY_STREAM}), which the inference protocol "
+                "cannot give it (its tensors are decoded from the whole body): POST the body to the API's own "
+                "endpoint instead")
 
     def _declared(self, name: str) -> dict[str, Any]:
         declared = getattr(self.app.instance, "model_metadata", None)
