@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from berth.gateway.exchange import Exchange, Held
 from berth.gateway.flow import ReadFlow
+from berth.gateway.holding import HeldExchanges
 from berth.gateway.http import (
     CONTINUE,
     ParsedRequest,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from berth.gateway.proxy import Gateway
 
 
-class ClientConnection(UploadExchanges, asyncio.Protocol):
+class ClientConnection(HeldExchanges, UploadExchanges, asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
@@ -413,43 +414,6 @@ class ClientConnection(UploadExchanges, asyncio.Protocol):
             return
         self._answer(exchange.request, 504, f"API {exchange.route.api!r} did not answer within "
                      f"{exchange.route.timeout:g}s (networking.timeout)", b"upstream-timeout")
-        self._pump()
-
-    # --- scale from zero ----------------------------------------------------------------------
-    def _hold(self, route: Route, request: ParsedRequest) -> None:
-        """Wait for a replica of an API scaled to zero, within the queue bound and the timeout."""
-        if len(route.waiting) >= route.hold_limit:
-            self._turn_away(route, request, 503, f"API {route.api!r} is starting a replica and already holds "
-                            f"{route.hold_limit} requests (scale_from_zero_queue); retry later",
-                            "scale-from-zero-queue-full")
-            return
-        held = Held(self, route, request, request.started or monotonic())
-        self.held = held
-        route.waiting.append(held)
-        held.timer = self.loop.call_later(route.hold_timeout, held.expire)
-        self.gateway.wake(route.api)
-
-    def resume_held(self, held: Held) -> None:
-        if self.held is not held or self.closing:
-            return
-        self.held = None
-        self._dispatch(held.request)
-        self._pump()
-
-    def expire_held(self, held: Held, message: str | None) -> None:
-        """Answer a held request with a 503: its timeout passed, or the replica it waited for failed."""
-        if self.held is not held:
-            return
-        self.held = None
-        route = held.route
-        if message is None:
-            text, reason = (f"no replica of API {route.api!r} became ready within {route.hold_timeout:g}s "
-                            f"(scale_from_zero_timeout); see `berth get {route.api}`"), "scale-from-zero-timeout"
-        else:
-            text, reason = f"the replica of API {route.api!r} failed to start: {message}", "replica-failed-to-start"
-        now = monotonic()
-        self._record(route, held.request, 503, now - held.since, now, reason, None)
-        self._answer(held.request, 503, text, reason.encode())
         self._pump()
 
     # --- answers the gateway writes itself --------------------------------------------------
