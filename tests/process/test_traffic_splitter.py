@@ -146,3 +146,11 @@ def test_a_splitter_in_front_of_a_keyed_api_requires_keys_too(berth: Berth, tmp_
         assert answered.status_code == 200 and answered.headers["x-berth-api"] == "a", answered.text
         # The splitter's key is not the API's: straight to the API it is refused.
         assert client.post("/a", json=1, headers={"X-API-Key": secret}).status_code == 401
+
+    # Its keys go with it: deployed again under that name, the splitter starts with none.
+    assert "deleted its 1 API key(s) too" in berth.run("delete", "sp").stdout
+    berth.run("deploy", str(write_project(tmp_path / "r", keyed + keyed_splitter, PREDICTOR)), "--wait")
+    with Client.for_home(berth.home) as daemon, httpx.Client(base_url=berth.base_url) as client:
+        assert daemon.list_keys("sp") == []
+        old = client.post("/split", json=1, headers={"X-API-Key": secret})
+        assert old.status_code == 401 and old.headers["x-berth-reason"] == "invalid-api-key", old.headers

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from berth.config.splitter import TrafficSplitter
+from berth.control.keystore import KeyRecord, KeyStore
 from berth.control.routing import Routing
 from berth.control.splitters import Splitters, add_counters, summary
 from berth.control.store import Store
@@ -40,6 +41,18 @@ def test_put_routes_and_reloads_after_a_restart(splitters: Splitters) -> None:
     assert splitters.using("a") == ["sp"] and splitters.using("c") == []
     splitters.delete("sp")
     assert splitters.all() == [] and "splitters" not in splitters.routing.message()
+
+
+def test_a_deleted_splitter_takes_its_keys_with_it(splitters: Splitters) -> None:
+    keys = KeyStore(splitters.store)
+    splitters.put(splitter(), now=1.0)
+    keys.add(KeyRecord("sp", "k1", "0123456789abcdef", "00", "11", 1.0))
+    keys.add(KeyRecord("a", "k1", "fedcba9876543210", "00", "11", 1.0))  # an API's key stays
+    splitters.routing.require_keys("sp", True)
+    splitters.routing.set_keys("sp", [r.entry() for r in keys.of("sp")])
+    splitters.delete("sp")
+    assert keys.of("sp") == [] and [r.target for r in keys.of()] == ["a"]
+    assert "sp" not in splitters.routing.keys  # a splitter deployed again under its name starts with no keys
 
 
 def test_checks_share_names_and_endpoints_and_need_the_apis(splitters: Splitters) -> None:

@@ -202,8 +202,9 @@ class ManagementAPI:
     async def delete_api(self, request: Request) -> Response:
         name = request.path_params["name"]
         if self.deployer.splitters.get(name) is not None:  # a traffic splitter: no replicas to stop
+            keys_removed = self.keys.removed(name) if self.keys is not None else 0
             await self.deployer.delete_splitter(name)
-            return JSONResponse({"api": name, "deleted": True, "stopped": True})
+            return JSONResponse({"api": name, "deleted": True, "stopped": True, "keys_removed": keys_removed})
         self._api(name)
         keys_removed = self.keys.removed(name) if self.keys is not None else 0
         await self.deployer.delete(name)

@@ -98,6 +98,10 @@ class Routing:
         if self.splitters.pop(name, None) is not None:
             self.generation += 1
 
+    def forget_keys(self, target: str) -> None:
+        if self.keys.pop(target, None) is not None:
+            self.generation += 1
+
     def message(self) -> dict[str, object]:
         return routes_message(self.generation, self.entries.values(), self.splitters.values(), keys_field(self.keys))
 

@@ -107,9 +107,13 @@ class Splitters:
         return "creating" if existing is None else "updating"
 
     def delete(self, name: str) -> None:
-        self.db.execute("DELETE FROM splitters WHERE name = ?", (name,))
+        """Its keys go with it, as an API's do: a splitter deployed again under that name starts with none."""
+        db = self.db
+        with self.store.transaction():
+            db.execute("DELETE FROM splitters WHERE name = ?", (name,))
+            db.execute("DELETE FROM api_keys WHERE target = ?", (name,))
         self.routing.remove_splitter(name)
-        self.routing.require_keys(name, False)
+        self.routing.forget_keys(name)
 
     # --- the checks a deploy makes, under the deployer's lock ----------------------------------
     def check(self, splitters: Sequence[TrafficSplitter], api_endpoints: Mapping[str, str],
