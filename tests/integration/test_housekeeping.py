@@ -107,6 +107,7 @@ def test_logs_of_deleted_apis_and_gone_replicas_go_after_the_retention(tmp_path:
     for name in files:
         (logs / name).parent.mkdir(parents=True, exist_ok=True)
         (logs / name).write_text("line\n")
+        (logs / f"{name}.1").write_text("capped\n")  # what the size cap copied
     for name, seconds in files.items():
         age(logs / name, seconds)
     age(logs / "deleted-old", DAY + 60)
@@ -114,8 +115,9 @@ def test_logs_of_deleted_apis_and_gone_replicas_go_after_the_retention(tmp_path:
     assert sorted(removed) == ["busy/old-gone.log", "deleted-old/", "live/old-gone.log"]
     assert folders(logs) == {"deleted-young", "live", "busy"}
     # the newest file stays (`berth logs` shows it when nothing runs), as does a running replica's
-    assert {p.name for p in (logs / "live").iterdir()} == {"newest-gone.log", "running.log"}
-    assert {p.name for p in (logs / "busy").iterdir()} == {"recent-gone.log"}
+    assert {p.name for p in (logs / "live").iterdir()} == {"newest-gone.log", "running.log", "newest-gone.log.1",
+                                                            "running.log.1"}
+    assert {p.name for p in (logs / "busy").iterdir()} == {"recent-gone.log", "recent-gone.log.1"}
 
 
 async def test_the_daemon_collects_what_a_deleted_api_left_and_keeps_what_a_deployed_one_uses(
@@ -151,4 +153,27 @@ async def test_the_daemon_collects_what_a_deleted_api_left_and_keeps_what_a_depl
     assert any(m.startswith("housekeeping: removed 1 snapshot(s)") and snapshots[0] in m for m in messages)
     assert any(m.startswith("housekeeping: removed logs") and "deleted/" in m for m in messages)
     assert await daemon.collect_garbage() == ([], [])  # nothing more: the second round removes nothing
+    daemon.store.close()
+
+
+async def test_the_daemon_caps_its_own_log_and_its_replicas_but_not_those_of_replicas_gone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    paths = Paths(tmp_path / "home")
+    daemon = Daemon(DaemonSettings(paths=paths, capacity=Capacity(cpu=4, mem=2**34, gpus=()), max_log_size=1024),
+                    env={})
+    paths.ensure()
+    daemon.store.open()
+    daemon.store.put_replica(ReplicaRecord(id="running", api="a", version="v1", pid=None, pid_started=None,
+                                           created_at=0.0, socket_dir="/nowhere", processes=1, restarts=0,
+                                           placement={}))
+    (paths.logs / "a").mkdir(parents=True)
+    for path in (paths.daemon_log, paths.replica_log("a", "running"), paths.replica_log("a", "gone")):
+        path.write_bytes(b"x" * 2048)
+    caplog.set_level(logging.INFO, logger="berth.control")
+    assert await daemon.cap_logs() == [paths.daemon_log, paths.replica_log("a", "running")]
+    assert paths.daemon_log.stat().st_size == 0 and (paths.home / "daemon.log.1").stat().st_size == 2048
+    assert (paths.logs / "a" / "running.log.1").exists() and paths.replica_log("a", "gone").stat().st_size == 2048
+    assert any(r.getMessage() == "housekeeping: logs over 1Ki copied to .1 and emptied: daemon.log logs/a/running.log"
+               for r in caplog.records)
+    assert await daemon.cap_logs() == []
     daemon.store.close()

@@ -10,7 +10,7 @@ from tests.process.harness import Berth
 
 
 def test_cluster_up_with_other_settings_than_the_running_daemon_exits_4_naming_each(berth: Berth) -> None:
-    berth.run("cluster", "up", "--max-body-size", "2Ki", "--keep-alive-timeout", "5")
+    berth.run("cluster", "up", "--max-body-size", "2Ki", "--keep-alive-timeout", "5", "--max-log-size", "2Mi")
     other = berth.run("cluster", "up", "--max-body-size", "1Mi", "--keep-alive-timeout", "5", check=False)
     assert other.returncode == 4, other.stderr
     assert "max_body_size: running 2Ki, asked 1Mi" in other.stderr
@@ -26,6 +26,7 @@ def test_cluster_up_with_other_settings_than_the_running_daemon_exits_4_naming_e
     status = berth.run("cluster", "status").stdout
     assert re.search(r"--max-body-size +2Ki", status) and re.search(r"--keep-alive-timeout +5s", status)
     assert re.search(r"--log-retention +24h", status) and re.search(rf"--port +{berth.port}", status)
+    assert re.search(r"--max-log-size +2Mi", status)  # through the supervisor to the daemon
     settings = json.loads(berth.run("cluster", "status", "-o", "json").stdout)["settings"]
     assert settings["max_body_size"] == 2048 and settings["keep_alive_timeout"] == 5.0
 

@@ -11,8 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from berth.cli import cluster
+from berth.cli.context import CLIContext
 from berth.cli.main import cli
 from berth.control.daemon import DaemonSettings
+from berth.control.launcher import StartOptions
 from berth.control.master import Supervisor, SupervisorSettings, free_port_near
 from berth.control.paths import Paths
 from berth.errors import Conflict, DaemonStartError
@@ -112,3 +114,23 @@ def test_a_bad_log_retention_is_refused_before_anything_starts(tmp_path: Path, v
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "cluster", "up", "--log-retention", value])
     assert result.exit_code == 2 and "--log-retention" in result.output and problem in result.output
     assert not (tmp_path / "daemon.log").exists()
+
+
+def test_the_log_size_cap_is_a_setting_reported_and_handed_to_the_daemon(tmp_path: Path) -> None:
+    assert DaemonSettings(paths=Paths(Path("/nowhere"))).effective()["max_log_size"] == 64 * 2**20
+    options = StartOptions(max_log_size=2**20)
+    assert options.argv()[-2:] == ["--max-log-size", "1048576"]
+    assert options.daemon_options()[-2:] == ("--max-log-size", "1048576")
+    with pytest.raises(Conflict) as info:
+        cluster._refuse_other_settings(INFO, {"max_log_size": (2**20, "--max-log-size 1Mi")})
+    assert "  max_log_size: running 64Mi, asked 1Mi" in info.value.message.splitlines()
+
+
+def test_cluster_up_reads_the_log_size_cap_as_a_quantity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[StartOptions] = []
+    monkeypatch.setattr(CLIContext, "ensure_daemon", lambda self, options: started.append(options))
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "cluster", "up", "--max-log-size", "2Mi"])
+    assert result.exit_code == 0, result.output
+    assert started[0].max_log_size == 2 * 2**20
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "cluster", "up", "--max-log-size", "lots"])
+    assert result.exit_code == 2 and "--max-log-size" in result.output

@@ -19,6 +19,7 @@ from berth.errors import Conflict, DaemonUnavailable
 SIZE, SECONDS, DURATION, PLAIN, LIST = "size", "seconds", "duration", "plain", "list"
 SETTINGS = (("host", "--host", PLAIN), ("port", "--port", PLAIN), ("gateway_workers", "--gateway-workers", PLAIN),
             ("readiness_timeout", "--readiness-timeout", SECONDS), ("log_retention", "--log-retention", DURATION),
+            ("max_log_size", "--max-log-size", SIZE),
             ("max_body_size", "--max-body-size", SIZE), ("max_request_line", "--max-request-line", SIZE),
             ("max_streamed_body_size", "--max-streamed-body-size", SIZE),
             ("max_header_size", "--max-header-size", SIZE), ("max_connections", "--max-connections", PLAIN),
@@ -68,6 +69,9 @@ def cluster() -> None:
 @click.option("--log-retention", default=None, metavar="DURATION",
               help="How long the logs of deleted APIs and of replicas no longer running are kept, "
                    "e.g. 24h (default) or 30m.")
+@click.option("--max-log-size", default=None, metavar="QUANTITY",
+              help="Size at which daemon.log or a running replica's log is copied to <name>.1 (replacing the "
+                   "previous copy) and emptied, checked every minute, e.g. 64Mi (default) or 1Gi.")
 @env_option
 @pass_context
 def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, gateway_workers: int | None,
@@ -75,7 +79,7 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, ga
        max_request_line: str | None,
        max_header_size: str | None, max_connections: int | None, header_timeout: float | None,
        body_timeout: float | None, keep_alive_timeout: float | None, upstream_idle_timeout: float | None,
-       trusted_proxies: tuple[str, ...], log_retention: str | None) -> None:
+       trusted_proxies: tuple[str, ...], log_retention: str | None, max_log_size: str | None) -> None:
     """Start the daemon (supervisor, gateway workers, control plane).
 
     When it already runs with other settings than the options given, nothing changes and this exits 4
@@ -93,8 +97,9 @@ def up(obj: CLIContext, foreground: bool, port: int | None, host: str | None, ga
     if trusted_proxies:
         gateway["trusted_proxies"] = [_network(value) for value in trusted_proxies]
     retention = _duration(log_retention, "--log-retention") if log_retention is not None else None
+    log_size = _bytes(max_log_size, "--max-log-size") if max_log_size is not None else None
     options = StartOptions(readiness_timeout=readiness_timeout, gateway_workers=gateway_workers, gateway=gateway,
-                           log_retention=retention)
+                           log_retention=retention, max_log_size=log_size)
     obj.local()
     info = daemon_info(obj.paths)
     if info is not None:
@@ -131,6 +136,7 @@ def _asked(ctx: click.Context, obj: CLIContext, options: StartOptions) -> dict[s
         given.add("port")
     values: dict[str, Any] = {"host": obj.host, "port": obj.port, "gateway_workers": options.gateway_workers,
                               "readiness_timeout": options.readiness_timeout, "log_retention": options.log_retention,
+                              "max_log_size": options.max_log_size,
                               **{name: value for name, value in options.gateway.items() if name != "max_header_bytes"},
                               "max_header_size": options.gateway.get("max_header_bytes")}
     asked: dict[str, tuple[Any, str]] = {}

@@ -20,10 +20,13 @@ def main() -> int:
     parser.add_argument("--readiness-timeout", type=float, default=None)
     parser.add_argument("--gateway-settings", default="{}", help="GatewaySettings fields as JSON")
     parser.add_argument("--log-retention", type=float, default=None)
+    parser.add_argument("--max-log-size", type=int, default=None)
     args = parser.parse_args()
     options: tuple[str, ...] = ("--readiness-timeout", str(args.readiness_timeout)) if args.readiness_timeout else ()
     if args.log_retention is not None:
         options += ("--log-retention", str(args.log_retention))
+    if args.max_log_size is not None:
+        options += ("--max-log-size", str(args.max_log_size))
     settings = SupervisorSettings(
         paths=Paths(args.home), host=args.host, port=args.port,
         gateway_workers=args.gateway_workers or default_gateway_workers(os.cpu_count() or 1),

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import uvicorn
 
-from berth.config.units import format_duration
+from berth.config.units import format_bytes, format_duration
 from berth.control.autoscaling import AutoscalingLoop
 from berth.control.capacity import detect_capacity
 from berth.control.collector import ReplicaCollector
@@ -34,7 +34,7 @@ from berth.control.gateways import GatewayLinks
 from berth.control.history import HistoryRecorder
 from berth.control.keys import KeyService
 from berth.control.ledger import RequestLedger
-from berth.control.logs import RETENTION_SECONDS, collect_logs
+from berth.control.logs import MAX_LOG_SIZE, RETENTION_SECONDS, cap_logs, collect_logs
 from berth.control.management import ManagementAPI
 from berth.control.master import EXIT_GIVE_UP
 from berth.control.metrics import BerthCollector
@@ -71,6 +71,7 @@ class DaemonSettings:
     capacity: Capacity | None = None  # detected from the machine when not given
     gateway: Mapping[str, Any] = field(default_factory=dict)  # what the gateways were started with
     log_retention: float = RETENTION_SECONDS  # logs of deleted APIs and gone replicas
+    max_log_size: int = MAX_LOG_SIZE  # bytes of daemon.log or a live replica's log before it is copied to .1
 
     def effective(self) -> dict[str, Any]:
         """Every setting `berth cluster up` takes, as this instance runs with it (defaults filled in)."""
@@ -81,7 +82,8 @@ class DaemonSettings:
                   for name in fields if name not in UNSET_GATEWAY_FIELDS}
         limits["trusted_proxies"] = list(gateway.trusted_proxies)
         return {"host": self.host, "port": self.port, "gateway_workers": self.gateway_workers,
-                "readiness_timeout": self.timeouts.readiness, "log_retention": self.log_retention, **limits}
+                "readiness_timeout": self.timeouts.readiness, "log_retention": self.log_retention,
+                "max_log_size": self.max_log_size, **limits}
 
 
 class _ManagementServer(uvicorn.Server):
@@ -223,6 +225,7 @@ class Daemon:
         while True:
             try:
                 await self.collect_garbage()
+                await self.cap_logs()
                 await self.collect_environments()
                 self.history.fold(time.time())  # minute rows into hours, old hours dropped
             except Exception:  # housekeeping must never take the control plane down
@@ -246,6 +249,17 @@ class Daemon:
             log.info("housekeeping: removed logs of deleted APIs and stopped replicas, untouched for over %s: %s",
                      format_duration(self.settings.log_retention), " ".join(logs))
         return snapshots, logs
+
+    async def cap_logs(self) -> list[Path]:
+        """The logs still written to that were over the size cap: each copied to `.1` and emptied."""
+        files = {self.paths.daemon_log} | {replica.log_path for replica in self.reconciler.replicas.values()}
+        files |= {self.paths.replica_log(record.api, record.id) for record in self.store.list_replicas()}
+        capped = await asyncio.to_thread(cap_logs, sorted(files), self.settings.max_log_size)
+        if capped:
+            names = " ".join(str(path.relative_to(self.paths.home)) for path in capped)
+            log.info("housekeeping: logs over %s copied to .1 and emptied: %s",
+                     format_bytes(self.settings.max_log_size), names)
+        return capped
 
     async def collect_environments(self) -> list[str]:
         """The Python environments removed: unused by any deployed version, beyond the last few used."""
@@ -304,12 +318,14 @@ def main() -> int:
     parser.add_argument("--lifeline-fd", type=int, default=None)
     parser.add_argument("--readiness-timeout", type=float, default=Timeouts().readiness)
     parser.add_argument("--log-retention", type=float, default=RETENTION_SECONDS)
+    parser.add_argument("--max-log-size", type=int, default=MAX_LOG_SIZE)
     parser.add_argument("--gateway-settings", default="{}", help="the gateways' settings as JSON, to report them")
     args = parser.parse_args()
     settings = DaemonSettings(paths=Paths(args.home), host=args.host, port=args.port,
                               gateway_workers=args.gateway_workers, lifeline_fd=args.lifeline_fd,
                               timeouts=Timeouts(readiness=args.readiness_timeout),
-                              gateway=json.loads(args.gateway_settings), log_retention=args.log_retention)
+                              gateway=json.loads(args.gateway_settings), log_retention=args.log_retention,
+                              max_log_size=args.max_log_size)
     try:
         run(settings, os.environ)
     except BerthError as exc:

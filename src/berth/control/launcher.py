@@ -62,18 +62,21 @@ class StartOptions:
     gateway_workers: int | None = None
     gateway: dict[str, Any] = field(default_factory=dict)  # GatewaySettings fields
     log_retention: float | None = None  # seconds the logs of deleted APIs and stopped replicas are kept
+    max_log_size: int | None = None  # bytes of daemon.log or a replica's log before it is copied to .1
 
     def argv(self) -> list[str]:
         options = ["--readiness-timeout", str(self.readiness_timeout)] if self.readiness_timeout else []
         options += ["--gateway-workers", str(self.gateway_workers)] if self.gateway_workers else []
         options += ["--log-retention", str(self.log_retention)] if self.log_retention is not None else []
+        options += ["--max-log-size", str(self.max_log_size)] if self.max_log_size is not None else []
         return [*options, "--gateway-settings", json.dumps(self.gateway)] if self.gateway else options
 
     def daemon_options(self) -> tuple[str, ...]:
         """What the supervisor hands to the daemon as it is."""
         options = ("--readiness-timeout", str(self.readiness_timeout)) if self.readiness_timeout else ()
         retention = ("--log-retention", str(self.log_retention)) if self.log_retention is not None else ()
-        return (*options, *retention)
+        size = ("--max-log-size", str(self.max_log_size)) if self.max_log_size is not None else ()
+        return (*options, *retention, *size)
 
 
 def ensure_daemon(paths: Paths, host: str, port: int, options: StartOptions | None = None,
