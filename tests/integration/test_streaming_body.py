@@ -160,3 +160,35 @@ def test_predict_itself_may_be_a_generator(tmp_path: Path, source: str, text: st
         # One observation per stream: the call plus the time spent producing its items.
         assert stats["predict"]["count"] == 1 and stats["predict"]["sum"] >= 0.14
         assert stats["requests"]["2XX"] == 1 and stats["in_flight"] == 0
+
+
+THREAD_BOUND = '''
+import threading
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.local = threading.local()
+        self.inits = 0
+
+    def init_thread(self):
+        self.inits += 1
+        self.local.session = f"session-{threading.get_ident()}"  # as a library bound to its thread
+
+    def predict(self, query_params):
+        if query_params.get("stream"):
+            return self.tokens()
+        return {"session": self.local.session, "inits": self.inits}
+
+    def tokens(self):
+        for i in range(3):
+            yield f"{self.local.session == f'session-{threading.get_ident()}'} "
+'''
+
+
+def test_a_sync_stream_on_one_thread_finds_init_thread_done_on_its_thread(tmp_path: Path) -> None:
+    app = make_app(tmp_path, THREAD_BOUND, threads_per_process=1)
+    with serving(app) as url:
+        assert httpx.post(url, timeout=30).json()["inits"] == 1  # the loop's thread only, until a stream
+        streams = [httpx.post(f"{url}/?stream=1", timeout=30).text for _ in range(3)]
+        assert streams == ["True True True "] * 3
+        assert httpx.post(url, timeout=30).json()["inits"] == 2  # the pool's thread once, not per stream

@@ -111,6 +111,7 @@ class ReplicaApp:
         self._ids = itertools.count()
         self._id_prefix = f"{settings.replica_id}-{settings.process_index}-{os.getpid()}"
         self._loading: asyncio.Task[None] | None = None
+        self._pool_init: asyncio.Future[Any] | None = None  # init_thread on the pool's thread (one thread)
         self._router = Starlette(routes=[
             Route("/healthz", self._healthz),
             Route("/readyz", self._readyz),
@@ -213,6 +214,16 @@ class ReplicaApp:
         else:
             await loader.on_every_thread(self.executor, self.settings.api.predictor.threads_per_process, init)
 
+    async def _pool_thread_initialised(self) -> None:
+        """With one thread, predict runs on the loop's thread, where init_thread ran; a sync generator's
+        items are made on the pool's thread, which gets init_thread too, before the first stream only,
+        so an API that never streams never pays for a second set-up."""
+        if not self.inline or self.init_thread is None:
+            return
+        if self._pool_init is None:
+            self._pool_init = asyncio.get_running_loop().run_in_executor(self.executor, self.init_thread)
+        await asyncio.shield(self._pool_init)  # one call, shared by the streams that start meanwhile
+
     async def _handle_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         content_type, given, accept = "", b"", ""
@@ -292,6 +303,8 @@ class ReplicaApp:
         """Send a generator's items as they come. The predict histogram gets the call plus the time spent
         producing items (not the time waiting for the client); a batch's call was observed already.
         post_predict and the prediction monitor are skipped: there is no single response to give them."""
+        if not streamed.is_async:
+            await self._pool_thread_initialised()
         sender = StreamSender(send, disconnect_watch(receive, body), streamed,
                               open_source(streamed, self.executor), request_id)
         try:
