@@ -108,6 +108,7 @@ def test_logs_of_deleted_apis_and_gone_replicas_go_after_the_retention(tmp_path:
         (logs / name).parent.mkdir(parents=True, exist_ok=True)
         (logs / name).write_text("line\n")
         (logs / f"{name}.1").write_text("capped\n")  # what the size cap copied
+        (logs / f"{name}.1.tmp").write_text("cap")  # and a copy a killed daemon left half made
     for name, seconds in files.items():
         age(logs / name, seconds)
     age(logs / "deleted-old", DAY + 60)
@@ -115,9 +116,11 @@ def test_logs_of_deleted_apis_and_gone_replicas_go_after_the_retention(tmp_path:
     assert sorted(removed) == ["busy/old-gone.log", "deleted-old/", "live/old-gone.log"]
     assert folders(logs) == {"deleted-young", "live", "busy"}
     # the newest file stays (`berth logs` shows it when nothing runs), as does a running replica's
-    assert {p.name for p in (logs / "live").iterdir()} == {"newest-gone.log", "running.log", "newest-gone.log.1",
-                                                            "running.log.1"}
-    assert {p.name for p in (logs / "busy").iterdir()} == {"recent-gone.log", "recent-gone.log.1"}
+    assert {p.name for p in (logs / "live").iterdir()} == {
+        "newest-gone.log", "running.log", "newest-gone.log.1", "running.log.1", "newest-gone.log.1.tmp",
+        "running.log.1.tmp"}  # a live one's is replaced at its next cap
+    assert {p.name for p in (logs / "busy").iterdir()} == {"recent-gone.log", "recent-gone.log.1",
+                                                           "recent-gone.log.1.tmp"}
 
 
 async def test_the_daemon_collects_what_a_deleted_api_left_and_keeps_what_a_deployed_one_uses(

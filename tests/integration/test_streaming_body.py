@@ -74,6 +74,8 @@ def test_the_inference_protocol_refuses_a_body_stream_predict_clearly(tmp_path: 
         response = httpx.post(f"{url}/v2/models/stream/infer", json=request, timeout=30)
         assert response.status_code == 400, response.text
         assert "body_stream" in response.json()["error"] and "own endpoint" in response.json()["error"]
+        malformed = httpx.post(f"{url}/v2/models/stream/infer", content=b"{not json" + b"x" * 2**20, timeout=30)
+        assert malformed.status_code == 400 and "body_stream" in malformed.json()["error"]  # refused unread
         assert httpx.get(f"{url}/stats").json()["in_flight"] == 0
 
 
@@ -169,26 +171,44 @@ class PythonPredictor:
     def __init__(self, config):
         self.local = threading.local()
         self.inits = 0
+        self.failures = int(config.get("failures", 0))  # init_thread fails this often on a pool thread
 
     def init_thread(self):
         self.inits += 1
+        if self.failures and threading.current_thread().name.startswith("predict"):
+            self.failures -= 1
+            raise RuntimeError("the device is busy")
         self.local.session = f"session-{threading.get_ident()}"  # as a library bound to its thread
 
-    def predict(self, query_params):
-        if query_params.get("stream"):
-            return self.tokens()
-        return {"session": self.local.session, "inits": self.inits}
+    PREDICT
 
     def tokens(self):
         for i in range(3):
             yield f"{self.local.session == f'session-{threading.get_ident()}'} "
 '''
+SYNC_PREDICT = """def predict(self, query_params):
+        if query_params.get("stream"):
+            return self.tokens()
+        return {"session": self.local.session, "inits": self.inits}"""
 
 
-def test_a_sync_stream_on_one_thread_finds_init_thread_done_on_its_thread(tmp_path: Path) -> None:
-    app = make_app(tmp_path, THREAD_BOUND, threads_per_process=1)
+@pytest.mark.parametrize(("predict", "threads", "inits"), [(SYNC_PREDICT, 1, 2),
+                                                          ("async " + SYNC_PREDICT, 2, 3)])
+def test_a_sync_stream_finds_init_thread_done_on_the_thread_that_makes_its_items(
+        tmp_path: Path, predict: str, threads: int, inits: int) -> None:
+    app = make_app(tmp_path, THREAD_BOUND.replace("PREDICT", predict), threads_per_process=threads)
     with serving(app) as url:
         assert httpx.post(url, timeout=30).json()["inits"] == 1  # the loop's thread only, until a stream
-        streams = [httpx.post(f"{url}/?stream=1", timeout=30).text for _ in range(3)]
-        assert streams == ["True True True "] * 3
-        assert httpx.post(url, timeout=30).json()["inits"] == 2  # the pool's thread once, not per stream
+        streams = [httpx.post(f"{url}/?stream=1", timeout=30).text for _ in range(4)]
+        assert streams == ["True True True "] * 4
+        assert httpx.post(url, timeout=30).json()["inits"] == inits  # each pool thread once, not per stream
+
+
+def test_init_thread_failing_for_a_stream_is_its_500_and_the_next_stream_tries_again(tmp_path: Path) -> None:
+    app = make_app(tmp_path, THREAD_BOUND.replace("PREDICT", SYNC_PREDICT), threads_per_process=1,
+                   config={"folder": str(tmp_path), "failures": 1})
+    with serving(app) as url:
+        failed = httpx.post(f"{url}/?stream=1", timeout=30)
+        assert failed.status_code == 500 and failed.json()["request_id"]
+        assert httpx.post(f"{url}/?stream=1", timeout=30).text == "True True True "
+        assert httpx.get(f"{url}/stats").json()["in_flight"] == 0

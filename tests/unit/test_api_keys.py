@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 
 import pytest
 
 from berth.config import parse_spec_text
-from berth.control.keys import KeyLedger
+from berth.control.gateways import GatewayLinks
+from berth.control.keys import KeyLedger, KeyService
 from berth.control.keystore import KeyRecord, KeyStore
+from berth.control.ledger import RequestLedger
 from berth.control.routing import Routing
 from berth.control.store import Store
 from berth.core.apikeys import (
@@ -260,3 +263,16 @@ def test_per_key_counts_are_exact_across_gateway_and_daemon_restarts(store: Stor
     assert again.samples() == [("iris", "ci", "2XX", 10), ("iris", "ci", "4XX", 1), ("iris", "ci", "5XX", 1)]
     again.flush()
     assert keys.of("iris")[0].requests == {"2XX": 10, "4XX": 1, "5XX": 1}
+
+
+def test_a_new_key_under_a_deleted_keys_name_starts_from_zero(store: Store, tmp_path: Path) -> None:
+    routing = Routing()
+    service = KeyService(store, lambda: ["iris"], routing,
+                         GatewayLinks(routing, RequestLedger(store), [], tmp_path / "routes.json"))
+    asyncio.run(service.create("iris", "ci", None, None))
+    service.ledger.observe(0, "gw-a", {"iris": {"ci": {"2XX": 5}}})
+    service.removed("iris")
+    store.delete_api("iris")
+    service.ledger.observe(0, "gw-a", {"iris": {"ci": {"2XX": 7}}})  # reported after the delete
+    created = asyncio.run(service.create("iris", "ci", None, None))
+    assert created["requests"] == 0 and service.listing("iris")[0]["requests"] == 0

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,15 +222,19 @@ class Daemon:
     # --- housekeeping ---------------------------------------------------------------------------
     async def _housekeeping(self) -> None:
         """At start, then every minute: remove snapshots and logs nothing will use again."""
+        chores: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("removing unused snapshots and logs", self.collect_garbage), ("capping logs", self.cap_logs),
+            ("removing unused environments", self.collect_environments), ("folding history", self._fold_history)]
         while True:
-            try:
-                await self.collect_garbage()
-                await self.cap_logs()
-                await self.collect_environments()
-                self.history.fold(time.time())  # minute rows into hours, old hours dropped
-            except Exception:  # housekeeping must never take the control plane down
-                log.exception("housekeeping failed")
+            for what, chore in chores:
+                try:
+                    await chore()
+                except Exception:  # housekeeping must never take the control plane down, nor one chore the rest
+                    log.exception("housekeeping failed %s", what)
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    async def _fold_history(self) -> None:
+        self.history.fold(time.time())  # minute rows into hours, old hours dropped
 
     async def collect_garbage(self) -> tuple[list[str], list[str]]:
         """The snapshots and log files removed. What is in use is read here, on the loop, where deploys
@@ -254,7 +258,9 @@ class Daemon:
         """The logs still written to that were over the size cap: each copied to `.1` and emptied."""
         files = {self.paths.daemon_log} | {replica.log_path for replica in self.reconciler.replicas.values()}
         files |= {self.paths.replica_log(record.api, record.id) for record in self.store.list_replicas()}
-        capped = await asyncio.to_thread(cap_logs, sorted(files), self.settings.max_log_size)
+        capped, failed = await asyncio.to_thread(cap_logs, sorted(files), self.settings.max_log_size)
+        for failure in failed:
+            log.warning("housekeeping: could not copy %s to .1 (kept whole; tried again in a minute)", failure)
         if capped:
             names = " ".join(str(path.relative_to(self.paths.home)) for path in capped)
             log.info("housekeeping: logs over %s copied to .1 and emptied: %s",

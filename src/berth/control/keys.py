@@ -134,6 +134,9 @@ class KeyService:
         record = KeyRecord(target, name, key_id, salt.hex(), digest(salt, secret).hex(), now,
                            None if expires_in is None else now + expires_in, None, rate)
         self.keys.add(record)
+        # A new key starts from zero, even under the name of a key deleted with its API or splitter
+        # whose last requests the gateways reported after the delete.
+        self.ledger.totals.pop((target, name), None)
         effective = await self._publish(target)
         required = self.routing.keys.get(target)
         return {**self._view(record), "key": format_key(key_id, secret), "effective": effective,

@@ -10,6 +10,7 @@ from pathlib import Path
 MAX_READ = 1 << 20  # bytes a poll reads from one file
 MAX_TAIL_READ = 16 << 20  # bytes read backwards from a file's end (and its .1) for the first lines shown
 TAIL_BLOCK = 64 << 10
+COMPARED = 4 << 10  # bytes of a new `.1` compared with its file's start, to tell whether it was emptied yet
 RETENTION_SECONDS = 24 * 3600.0  # how long the logs of deleted APIs (or a replica gone) are kept
 MAX_LOG_SIZE = 64 << 20  # daemon.log and a live replica's log are copied to .1 and emptied beyond this
 
@@ -20,10 +21,7 @@ class LogReader:
     def __init__(self, folder: Path, live: set[str]) -> None:
         self.folder = folder
         self.live = live
-        self.offsets: dict[Path, int] = {}
-        self.inodes: dict[Path, int] = {}
-        self.copies: dict[Path, int | None] = {}  # the inode of each file's .1 when it was last read
-        self.partial: dict[Path, bytes] = {}
+        self.followers: dict[Path, Follower] = {}
 
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -39,49 +37,89 @@ class LogReader:
         files = self.files()
         many = len(files) > 1
         for path in files:
-            self.copies[path] = _inode(rotation(path))
-            lines, end, inode = read_tail(path, tail)
-            self.offsets[path] = end
-            if inode is not None:
-                self.inodes[path] = inode
+            follower = self.followers[path] = Follower(path)
+            lines, follower.offset, follower.inode = read_tail(path, tail)
             prefix = self._prefix(path, many)
             if lines:
                 yield b"".join(prefix + _terminated(line) for line in lines)
 
     def poll(self) -> Iterator[bytes]:
         files = self.files()
-        many = len(files) > 1 or len(self.offsets) > 1
+        many = len(files) > 1 or len(self.followers) > 1
         for path in files:
-            data = self._read_new(path)
-            if not data:
-                continue
-            data = self.partial.pop(path, b"") + data
-            complete, _, rest = data.rpartition(b"\n")
-            if rest:
-                self.partial[path] = rest
+            follower = self.followers.get(path)
+            if follower is None:
+                follower = self.followers[path] = Follower(path)
+            complete = follower.lines()
             if complete:
                 prefix = self._prefix(path, many)
                 yield b"".join(prefix + line + b"\n" for line in complete.split(b"\n"))
 
-    def _read_new(self, path: Path) -> bytes:
-        """What `path` got since the last read. After the cap emptied it, the rest of its copy in `.1`
-        comes first, then the file from its start (not from the old offset, which it may never reach)."""
+
+class Follower:
+    """One log file followed across the cap's copy-and-empty: what it got since the last read, in order.
+
+    A cap shows as a new `.1` (another inode). What the file got between the last read and the copy is
+    then in `.1` from the old offset on: that is read to its end first, a poll at a time, then the file
+    from its start. A file emptied by hand (no new copy) is read from its start; one replaced under
+    its name likewise."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.copy_path = rotation(path)
+        self.offset = 0
+        self.inode: int | None = None
+        self.copy = _inode(self.copy_path)  # the `.1` there was when `offset` was taken
+        self.draining: int | None = None  # where the rest of `.1` starts, until it is read
+        self.partial = b""
+
+    def lines(self) -> bytes:
+        """The complete lines read since the last call (without the last newline), or b""."""
+        data = self.partial + self._read()
+        complete, newline, self.partial = data.rpartition(b"\n")
+        return complete if newline else b""
+
+    def _read(self) -> bytes:
+        before = self._drain() if self.draining is not None else b""
+        if self.draining is not None:
+            return before  # more of the copy is left for the next poll
         try:
-            stat = path.stat()
+            stat = self.path.stat()
         except OSError:
-            return b""
-        offset = self.offsets.get(path, 0)
-        copy, before = _inode(rotation(path)), b""
-        if self.inodes.get(path, stat.st_ino) != stat.st_ino:  # another file under the name
-            offset = 0
-            self.partial.pop(path, None)
-        elif stat.st_size < offset:  # truncated in place; by the cap when it made a new copy since
-            before = _read_from(rotation(path), offset) if copy != self.copies.get(path) else b""
-            offset = 0
-        self.inodes[path], self.copies[path] = stat.st_ino, copy
-        data = _read_from(path, offset)
-        self.offsets[path] = offset + len(data)
+            return before
+        copy = _inode(self.copy_path)
+        if self.inode is not None and stat.st_ino != self.inode:  # another file under the name
+            self.offset, self.partial, self.copy = 0, b"", copy
+        elif copy != self.copy and copy is not None:  # capped since the last read
+            if self._not_emptied_yet(stat.st_size):
+                return before  # the next poll sees it emptied
+            self.draining, self.offset, self.copy = self.offset, 0, copy
+            return self._read()
+        elif stat.st_size < self.offset:  # emptied by hand
+            self.offset = 0
+        self.inode = stat.st_ino
+        data = _read_from(self.path, self.offset)
+        self.offset += len(data)
         return before + data
+
+    def _not_emptied_yet(self, size: int) -> bool:
+        """Whether the cap copied the file but has not emptied it yet: it still holds what the copy
+        begins with (a file emptied and written again since begins with later lines)."""
+        if size < _size(self.copy_path):
+            return False
+        head = _read_from(self.copy_path, 0, COMPARED)
+        return bool(head) and _read_from(self.path, 0, len(head)) == head
+
+    def _drain(self) -> bytes:
+        assert self.draining is not None
+        data = _read_from(self.copy_path, self.draining)
+        if len(data) == MAX_READ:
+            self.draining += len(data)
+            return data
+        self.draining = None
+        # The copy may end inside a line the file then finished: keep it a line of its own rather than
+        # glue it to the file's first one.
+        return data if (self.partial + data).endswith(b"\n") or not (self.partial + data) else data + b"\n"
 
 
 def build_lines(path: Path, tail: int) -> bytes:
@@ -124,10 +162,12 @@ def _read_backwards(path: Path, tail: int, limit: int) -> tuple[list[bytes], int
     return (lines[-tail:] if tail > 0 else []), end, inode, end - start
 
 
-def cap_logs(files: Iterable[Path], max_bytes: int) -> list[Path]:
+def cap_logs(files: Iterable[Path], max_bytes: int) -> tuple[list[Path], list[str]]:
     """Copy each file larger than `max_bytes` to `<name>.1` (replacing the previous copy) and empty it.
-    Returns the files capped, for the daemon's log."""
+    Returns the files capped and, for those that could not be (a full disk refuses the copy), why:
+    one file failing never stops the others; it is tried again next round."""
     capped: list[Path] = []
+    failed: list[str] = []
     for path in files:
         try:
             if path.stat().st_size <= max_bytes:
@@ -135,8 +175,11 @@ def cap_logs(files: Iterable[Path], max_bytes: int) -> list[Path]:
             _copy_truncate(path)
         except FileNotFoundError:
             continue  # the replica's log went with it
+        except OSError as exc:
+            failed.append(f"{path}: {exc.strerror or exc}")
+            continue
         capped.append(path)
-    return capped
+    return capped, failed
 
 
 def _copy_truncate(path: Path) -> None:
@@ -144,8 +187,7 @@ def _copy_truncate(path: Path) -> None:
     # gateways on daemon.log, a replica on its own) keep the file open with O_APPEND, so their next
     # write lands at the new end, offset 0. What they write between the copy and the truncation is
     # lost: logrotate's copytruncate trade-off, for a file berth cannot make them reopen.
-    copy = rotation(path)
-    partial = copy.with_name(copy.name + ".tmp")
+    copy, partial = rotation(path), _partial_copy(path)
     try:
         shutil.copyfile(path, partial)  # a disk filled by the log may refuse the copy: the log is kept
         partial.replace(copy)  # whole or not at all for a reader of the copy
@@ -153,6 +195,10 @@ def _copy_truncate(path: Path) -> None:
         partial.unlink(missing_ok=True)
         raise
     os.truncate(path, 0)
+
+
+def _partial_copy(path: Path) -> Path:
+    return path.with_name(path.name + ".1.tmp")
 
 
 def rotation(path: Path) -> Path:
@@ -180,6 +226,7 @@ def collect_logs(folder: Path, apis: Set[str], live: Set[str], now: float,
             if path.stem not in live and now - _mtime(path) > retention:
                 path.unlink(missing_ok=True)
                 rotation(path).unlink(missing_ok=True)
+                _partial_copy(path).unlink(missing_ok=True)  # left by a daemon killed while copying
                 removed.append(f"{api_folder.name}/{path.name}")
     return removed
 
@@ -189,13 +236,20 @@ def replica_logs(folder: Path) -> list[Path]:
     return [path for path in folder.glob("*.log") if not path.name.startswith("requests-")]
 
 
-def _read_from(path: Path, offset: int) -> bytes:
+def _read_from(path: Path, offset: int, size: int | None = None) -> bytes:
     try:
         with path.open("rb") as handle:
             handle.seek(offset)
-            return handle.read(MAX_READ)
+            return handle.read(MAX_READ if size is None else size)
     except OSError:
         return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _inode(path: Path) -> int | None:

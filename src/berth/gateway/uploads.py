@@ -169,6 +169,7 @@ class UploadSink:
 
     def response_complete(self, status: int, keep_alive: bool) -> None:
         if self.upload.complete:
+            self.upload.detach()  # the exchange is over: nothing of it stays reachable from its upload
             self.client.response_complete(status, keep_alive)
         else:
             self.client.answered_early(status)

@@ -111,7 +111,7 @@ class ReplicaApp:
         self._ids = itertools.count()
         self._id_prefix = f"{settings.replica_id}-{settings.process_index}-{os.getpid()}"
         self._loading: asyncio.Task[None] | None = None
-        self._pool_init: asyncio.Future[Any] | None = None  # init_thread on the pool's thread (one thread)
+        self._pool_init: asyncio.Future[None] | None = None  # init_thread on the pool's threads, for streams
         self._router = Starlette(routes=[
             Route("/healthz", self._healthz),
             Route("/readyz", self._readyz),
@@ -215,14 +215,23 @@ class ReplicaApp:
             await loader.on_every_thread(self.executor, self.settings.api.predictor.threads_per_process, init)
 
     async def _pool_thread_initialised(self) -> None:
-        """With one thread, predict runs on the loop's thread, where init_thread ran; a sync generator's
-        items are made on the pool's thread, which gets init_thread too, before the first stream only,
-        so an API that never streams never pays for a second set-up."""
-        if not self.inline or self.init_thread is None:
+        """A sync generator's items are made on the pool's threads. Where predict does not run there
+        (one thread: the loop's; or an async predict), init_thread never reached them: it runs on each,
+        once, before the first such stream, so an API that never streams never pays for it. A failure
+        is the stream's 500, and the next stream tries again."""
+        assert self.predict is not None
+        if self.init_thread is None or not (self.inline or self.predict.is_async):
             return
         if self._pool_init is None:
-            self._pool_init = asyncio.get_running_loop().run_in_executor(self.executor, self.init_thread)
-        await asyncio.shield(self._pool_init)  # one call, shared by the streams that start meanwhile
+            threads = self.settings.api.predictor.threads_per_process
+            self._pool_init = asyncio.ensure_future(loader.on_every_thread(self.executor, threads, self.init_thread))
+        pending = self._pool_init
+        try:
+            await asyncio.shield(pending)  # one run, shared by the streams that start meanwhile
+        except BaseException:
+            if pending.done() and self._pool_init is pending:
+                self._pool_init = None
+            raise
 
     async def _handle_predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -304,7 +313,13 @@ class ReplicaApp:
         producing items (not the time waiting for the client); a batch's call was observed already.
         post_predict and the prediction monitor are skipped: there is no single response to give them."""
         if not streamed.is_async:
-            await self._pool_thread_initialised()
+            try:
+                await self._pool_thread_initialised()
+            except BaseException:
+                close = getattr(streamed.items, "close", None)
+                if close is not None:
+                    close()  # never started: its finally (if any) runs now, not at garbage collection
+                raise
         sender = StreamSender(send, disconnect_watch(receive, body), streamed,
                               open_source(streamed, self.executor), request_id)
         try:

@@ -106,6 +106,7 @@ class Handlers:
     async def infer(self, request: Request) -> Response:
         if not self.app.ready:
             raise NotReady("the predictor is still initialising")
+        self._takes_tensors()  # before the body is read: a body_stream API may get bodies of any size
         header, tensors = _parse(await request.body(), request.headers.get(HEADER_LENGTH))
         name, version = request.path_params["model"], str(request.path_params.get("version", "latest"))
         wanted = [o["name"] for o in header.get("outputs", [])]
@@ -115,7 +116,6 @@ class Handlers:
             outputs = await self.app.run_sync(lambda: models.infer(name, version, wanted, tensors))
         if outputs is None:
             self._declared(name)
-            self._takes_tensors()
             outputs = _arrays(await self.app.call_predict({"payload": tensors, "query_params": {}, "headers": {}}))
         return _encode(name, version, header, outputs)
 
@@ -128,6 +128,7 @@ class Handlers:
         return {"name": name, "versions": ["1"], "platform": "python", **self._declared(name)}
 
     def _takes_tensors(self) -> None:
+        """Only a python predictor takes body_stream, and its own predict answers every inference request."""
         predict = self.app.predict
         if predict is not None and streams_request_body(predict.args):
             raise InferenceRequestError(
