@@ -12,12 +12,11 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from berth.backends.base import APIDocument, Change, Deletion
-from berth.config.loader import SpecFile
 from berth.control.launcher import RESTART_WAIT, StartOptions, daemon_back_or_none, ensure_daemon, supervisor_running
 from berth.control.paths import Paths
 from berth.errors import (
@@ -29,7 +28,9 @@ from berth.errors import (
     InsufficientCapacity,
     NotFound,
 )
-from berth.pyenv.project import forwarded
+
+if TYPE_CHECKING:
+    from berth.config.loader import SpecFile
 
 ERRORS: dict[str, type[BerthError]] = {"NotFound": NotFound, "Conflict": Conflict,
                                        "InsufficientCapacity": InsufficientCapacity,
@@ -93,6 +94,8 @@ class Client:
                progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
         """`verify`: an API at zero replicas starts one, so that a failing `__init__` shows now.
         `progress` hears each step of building the project's Python environment, as it happens."""
+        from berth.pyenv.project import forwarded  # packaging loads for a deploy, not for every command
+
         body = {"spec_file": str(spec.path), "apis": [api.model_dump(mode="json") for api in spec.apis],
                 "verify": verify, "variables": forwarded(os.environ)}
         if spec.splitters:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from berth.config.loader import SpecFile
+if TYPE_CHECKING:
+    from berth.config.loader import SpecFile
+
 
 # A JSON object whose keys are the public contract of `-o json`; typing it field by field would
 # duplicate the views for every backend without making the renderers any safer.

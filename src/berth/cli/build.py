@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -27,8 +28,10 @@ from berth import __version__
 from berth.backends.environments import Provider
 from berth.cli.context import CLIContext, env_option, pass_context
 from berth.cli.deploy import _load
-from berth.config.project import ROOT_DOTFILES, ProjectFile, scan_project
 from berth.errors import BerthError, ConfigError
+
+if TYPE_CHECKING:
+    from berth.config.project import ProjectFile
 
 ENGINES = ("docker", "podman", "buildah")
 RUNTIME_REPOSITORY = "berth/runtime"
@@ -75,6 +78,8 @@ class BuildFolder:
 
 def write_build_folder(root: Path, spec_file: Path, out: Path, base: str) -> BuildFolder:
     """`out/Containerfile` and `out/project/` (a fresh copy of the project's files)."""
+    from berth.config.project import scan_project  # pathspec loads for a build, not for every command
+
     scan = scan_project(root, spec_file)
     if scan.problems:
         raise ConfigError(scan.problems)
@@ -102,6 +107,8 @@ def write_build_folder(root: Path, spec_file: Path, out: Path, base: str) -> Bui
 
 def _secret(file: ProjectFile) -> bool:
     """`.env` stays out of images, as out of ConfigMaps: images are pushed to registries."""
+    from berth.config.project import ROOT_DOTFILES
+
     return len(file.relative.parts) == 1 and file.relative.name in ROOT_DOTFILES
 
 

@@ -13,14 +13,12 @@ from rich.markup import escape
 
 from berth.cli.context import CLIContext, env_option, pass_context
 from berth.cli.tracebacks import user_frames
-from berth.config.endpoints import owners, taken_endpoints
-from berth.config.loader import SpecFile, conflict, load_spec
 from berth.core.status import APIStatus
 from berth.errors import BerthError, DaemonUnavailable, DeployFailed, InsufficientCapacity, WaitTimedOut
-from berth.pyenv.project import check_project
 
 if TYPE_CHECKING:
     from berth.backends.base import APIDocument, Backend, Change
+    from berth.config.loader import SpecFile
 
 # Statuses a new version does not leave by waiting; `--wait` gives up on them at once.
 TERMINAL_ERRORS = frozenset({APIStatus.ERROR, APIStatus.ERROR_OOM, APIStatus.COMPUTE_UNAVAILABLE})
@@ -83,6 +81,9 @@ def validate(obj: CLIContext, path: Path) -> None:
 
 
 def _load(obj: CLIContext, path: Path, deployed: dict[str, str] | None = None) -> SpecFile:
+    from berth.config.loader import load_spec  # the models load only for commands that read a spec
+    from berth.pyenv.project import check_project
+
     spec = load_spec(path, deployed)
     check_project(spec.path.parent)
     for warning in spec.warnings:
@@ -93,6 +94,8 @@ def _load(obj: CLIContext, path: Path, deployed: dict[str, str] | None = None) -
 def _deployed_endpoints(obj: CLIContext) -> tuple[dict[str, str] | None, str | None]:
     """{endpoint: API name} of what the backend serves, or why it is not known. Never starts the daemon:
     validating a file must not start anything."""
+    from berth.config.endpoints import owners
+
     try:
         return owners(obj.backend().list_apis()), None
     except DaemonUnavailable:
@@ -104,6 +107,9 @@ def _deployed_endpoints(obj: CLIContext) -> tuple[dict[str, str] | None, str | N
 def _refuse_taken_endpoints(obj: CLIContext, spec: SpecFile) -> None:
     """Endpoints deployed APIs of other names use, refused at their line before anything is sent; the
     daemon checks again under its lock, for deploys racing this one."""
+    from berth.config.endpoints import owners, taken_endpoints
+    from berth.config.loader import conflict
+
     clashes = taken_endpoints(spec, owners(obj.backend().list_apis()))
     if clashes:
         raise conflict(clashes)
