@@ -21,7 +21,7 @@ from berth.gateway.proxy import Gateway, GatewaySettings
 from berth.gateway.routes import Route, RoutingTable, Target
 from berth.gateway.upload import BUFFER
 from tests.robustness.counting_replica import CountingReplica, counting_replica
-from tests.robustness.harness import at_eof, close, open_fds, read_response, until
+from tests.robustness.harness import at_eof, close, in_flight, open_fds, read_response, settled, until
 
 pytestmark = pytest.mark.anyio
 
@@ -40,16 +40,10 @@ class Streaming:
         return await asyncio.open_connection("127.0.0.1", self.port)
 
     def in_flight(self) -> int:
-        return sum(r.in_flight + sum(u.in_flight for u in r.upstreams) for r in self.gateway.routes.by_api.values())
+        return in_flight(self.gateway)
 
     async def settled(self) -> None:
-        await until(lambda: self.in_flight() == 0, message="in-flight counts back at 0")
-        await until(lambda: not self.gateway.connections, message="client connections closed")
-        for route in self.gateway.routes.by_api.values():
-            for upstream in route.upstreams:
-                upstream.close_idle()  # pooled connections are kept on purpose; they are not leaks
-        await until(lambda: self.replica.open == 0, message="replica connections closed")
-        await until(lambda: open_fds() <= self.baseline, message=f"descriptors back at {self.baseline}")
+        await settled(self.gateway, self.baseline, lambda: self.replica.open == 0)
 
 
 @asynccontextmanager

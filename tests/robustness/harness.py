@@ -99,16 +99,27 @@ class Stack:
         return await asyncio.open_connection(sock=sock, limit=rcvbuf)
 
     def in_flight(self) -> int:
-        return sum(r.in_flight + sum(u.in_flight for u in r.upstreams) for r in self.gateway.routes.by_api.values())
+        return in_flight(self.gateway)
 
     async def settled(self) -> None:
-        """Nothing in flight, no client connection left, descriptors back at the baseline."""
-        await until(lambda: self.in_flight() == 0, message="in-flight counts back at 0")
-        await until(lambda: not self.gateway.connections, message="client connections closed")
-        for route in self.gateway.routes.by_api.values():
-            for upstream in route.upstreams:
-                upstream.close_idle()  # pooled connections are kept on purpose; they are not leaks
-        await until(lambda: open_fds() <= self.baseline, message=f"descriptors back at {self.baseline}")
+        await settled(self.gateway, self.baseline)
+
+
+def in_flight(gateway: Gateway) -> int:
+    """The in-flight counts of every route and upstream, summed: 0 once nothing is held."""
+    return sum(r.in_flight + sum(u.in_flight for u in r.upstreams) for r in gateway.routes.by_api.values())
+
+
+async def settled(gateway: Gateway, baseline: int, replica_closed: Callable[[], bool] = lambda: True) -> None:
+    """Nothing in flight, no client connection left, the replica's side closed, descriptors back at the
+    baseline."""
+    await until(lambda: in_flight(gateway) == 0, message="in-flight counts back at 0")
+    await until(lambda: not gateway.connections, message="client connections closed")
+    for route in gateway.routes.by_api.values():
+        for upstream in route.upstreams:
+            upstream.close_idle()  # pooled connections are kept on purpose; they are not leaks
+    await until(replica_closed, message="replica connections closed")
+    await until(lambda: open_fds() <= baseline, message=f"descriptors back at {baseline}")
 
 
 @asynccontextmanager

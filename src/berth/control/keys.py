@@ -69,8 +69,9 @@ class KeyLedger:
             self.seen[worker] = (incarnation, dict(counters))
             self._dirty = True
 
-    def forget(self, target: str) -> None:
-        for key in [k for k in self.totals if k[0] == target]:
+    def forget(self, target: str, name: str | None = None) -> None:
+        """Drop the counts of a target's keys (or of one of them): they start again from zero."""
+        for key in [k for k in self.totals if k[0] == target and name in (None, k[1])]:
             del self.totals[key]
 
     def flush(self) -> None:
@@ -136,7 +137,7 @@ class KeyService:
         self.keys.add(record)
         # A new key starts from zero, even under the name of a key deleted with its API or splitter
         # whose last requests the gateways reported after the delete.
-        self.ledger.totals.pop((target, name), None)
+        self.ledger.forget(target, name)
         effective = await self._publish(target)
         required = self.routing.keys.get(target)
         return {**self._view(record), "key": format_key(key_id, secret), "effective": effective,

@@ -119,7 +119,8 @@ class Follower:
         self.draining = None
         # The copy may end inside a line the file then finished: keep it a line of its own rather than
         # glue it to the file's first one.
-        return data if (self.partial + data).endswith(b"\n") or not (self.partial + data) else data + b"\n"
+        unfinished = self.partial + data
+        return data + b"\n" if unfinished and not unfinished.endswith(b"\n") else data
 
 
 def build_lines(path: Path, tail: int) -> bytes:
